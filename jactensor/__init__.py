@@ -1,0 +1,24 @@
+"""jactensor: explicit Jacobian tensors for tensor programs.
+
+Every primitive returns its full Jacobian (shape ``out.shape + in.shape``), its
+VJP and JVP, and states its Jacobian in index notation; ``chain`` composes
+Jacobians with one einsum whose order opt_einsum picks.
+"""
+from .config import config
+from .core import Primitive, registry
+from .errors import (ArgnumError, AxisError, DTypeError, JacobianTooLargeError, JactensorError, LabelError,
+                     NonFiniteError, NotDifferentiableError, ShapeError)
+from .jacobian import ChainPlan, Jacobian, chain, chain_plan
+from .ops import *  # noqa: F401,F403 - the primitives, numpy names
+from .ops import __all__ as _ops_all
+from .trace import getval
+
+__version__ = "0.1.0"
+
+__all__ = ["config", "Primitive", "registry", "Jacobian", "chain", "chain_plan", "ChainPlan", "getval",
+           "JactensorError", "ShapeError", "AxisError", "DTypeError", "NonFiniteError", "JacobianTooLargeError",
+           "LabelError", "ArgnumError", "NotDifferentiableError"] + list(_ops_all)
+
+from .transforms import grad, hessian, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp  # noqa: E402
+
+__all__ += ["jacobian", "jacrev", "jacfwd", "hessian", "grad", "value_and_grad", "vjp", "jvp"]

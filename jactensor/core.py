@@ -1,0 +1,215 @@
+"""The primitive record and the registry every test, doc and CLI command iterates over.
+
+A primitive holds, side by side: its forward (numpy), one full-Jacobian rule, one
+VJP rule and one JVP rule per array argument, and its Jacobian in index notation.
+
+Rule conventions (stated once, here):
+- ``jac[k](ans, *inputs, **params)`` returns a :class:`Jacobian` of shape
+  ``ans.shape + inputs[k].shape``.
+- ``vjp[k](g, ans, *inputs, **params)``: ``g`` has shape ``batch + ans.shape``
+  (any number of leading batch axes); returns ``batch + inputs[k].shape``.
+- ``jvp[k](t, ans, *inputs, **params)``: ``t`` has shape ``batch + inputs[k].shape``;
+  returns ``batch + ans.shape``.
+VJP and JVP rules never build a Jacobian and are written with jactensor
+primitives, so they can be differentiated again (hessian).
+"""
+import numpy as np
+
+from .config import config
+from .errors import DTypeError, NonFiniteError, NotDifferentiableError, ShapeError
+from .jacobian import Jacobian
+from .trace import Node, Tracer
+
+__all__ = ["Primitive", "registry", "defprimitive", "Registry", "PerArg"]
+
+_F64 = np.dtype(np.float64)
+
+
+class Registry(dict):
+    """name -> Primitive; duplicates refused, unknown names list the valid ones."""
+
+    def add(self, prim):
+        if prim.name in self:
+            raise ValueError(f"a primitive named {prim.name!r} is already registered")
+        self[prim.name] = prim
+        return prim
+
+    def __missing__(self, name):
+        raise KeyError(f"no primitive named {name!r}; registered: {', '.join(sorted(self))}")
+
+
+registry = Registry()
+
+
+def as_input(op, k, x):
+    """Validate one argument at the public boundary: arrays become float64, scalars stay constants."""
+    if type(x) is np.ndarray and x.dtype is _F64 and not config.check_nan:
+        return x
+    if type(x) is Tracer:
+        return x
+    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
+        if config.check_nan and not np.isfinite(x):
+            raise NonFiniteError(f"{op}: argument {k} is {x}; config.check_nan is on")
+        return float(x)
+    a = np.asarray(x)
+    kind = a.dtype.kind
+    if kind == "c":
+        raise DTypeError(f"{op}: argument {k} is complex ({a.dtype}, shape {a.shape}); jactensor differentiates "
+                         f"real functions: pass the real and imaginary parts as separate float arrays")
+    if kind not in "fiub":
+        raise DTypeError(f"{op}: argument {k} has dtype {a.dtype} (shape {a.shape}), which cannot be "
+                         f"differentiated; pass a float array (ints and bools are cast to float64)")
+    if a.dtype != _F64:
+        a = a.astype(np.float64)
+    if config.check_nan and not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise NonFiniteError(f"{op}: argument {k} (shape {a.shape}) holds {a[tuple(bad)]} at index "
+                             f"{tuple(int(i) for i in bad)}; config.check_nan is on (turn it off to let "
+                             f"NaN/Inf propagate as in numpy)")
+    return a
+
+
+def _is_array(x):
+    return type(x) is not float
+
+
+class Primitive:
+    """A differentiable op: forward, per-argument Jacobian/VJP/JVP rules and its index formula."""
+
+    def __init__(self, name, impl, *, bind, jac, vjp, jvp, formula, battery, doc=""):
+        self.name, self.impl, self.bind = name, impl, bind
+        self.jac_rules, self.vjp_rules, self.jvp_rules = jac, vjp, jvp
+        self.formula, self.battery = formula, battery
+        self.__doc__ = f"{doc.strip()}\n\nJacobian: {formula}" if doc else f"Jacobian: {formula}"
+        self.__name__ = name
+
+    def __repr__(self):
+        return f"<jactensor primitive {self.name}>"
+
+    # ---- binding ----------------------------------------------------------------
+    def _bind(self, args, kwargs):
+        inputs, params = self.bind(*args, **kwargs)
+        return tuple(as_input(self.name, k, x) for k, x in enumerate(inputs)), params
+
+    def __call__(self, *args, **kwargs):
+        """The forward value (plain numpy outside transforms; recorded inside them)."""
+        inputs, params = self._bind(args, kwargs)
+        return self.apply(inputs, params)
+
+    def apply(self, inputs, params):
+        top = 0
+        for x in inputs:
+            if type(x) is Tracer and x.level > top:
+                top = x.level
+        if not top:
+            return self.forward(inputs, params)
+        vals = tuple(x.value if type(x) is Tracer and x.level == top else x for x in inputs)
+        ans = self.apply(vals, params)
+        parents = tuple((k, x) for k, x in enumerate(inputs) if type(x) is Tracer and x.level == top)
+        return Tracer(ans, Node(self, params, vals, ans, parents), top)
+
+    def forward(self, inputs, params):
+        try:
+            return self.impl(*inputs, **params)
+        except ValueError as e:
+            shapes = ", ".join(str(np.shape(x)) for x in inputs)
+            raise ShapeError(f"{self.name}: operands of shapes {shapes} do not fit ({e})") from None
+
+    def array_argnums(self, inputs):
+        return tuple(k for k, x in enumerate(inputs) if _is_array(x))
+
+    # ---- rules --------------------------------------------------------------------
+    def _rule(self, rules, kind, k):
+        rule = rules[k] if k < len(rules) else None
+        if rule is None:
+            raise NotDifferentiableError(f"{self.name}: no {kind} rule for argument {k}")
+        return rule
+
+    def jacobian(self, *args, **kwargs):
+        """One full Jacobian per array argument, each of shape ``out.shape + arg.shape``."""
+        inputs, params = self._bind(args, kwargs)
+        ans = self.forward(inputs, params)
+        out = []
+        for k in self.array_argnums(inputs):
+            J = self._rule(self.jac_rules, "Jacobian", k)(ans, *inputs, **params)
+            J.name = f"{self.name} w.r.t. argument {k}"
+            if config.debug and J.shape != np.shape(ans) + np.shape(inputs[k]):
+                raise ShapeError(f"{self.name}: Jacobian rule {k} gave {J.shape}, expected "
+                                 f"{np.shape(ans) + np.shape(inputs[k])}")
+            out.append(J)
+        return tuple(out)
+
+    def vjp(self, g, *args, **kwargs):
+        """Cotangents for every array argument, given ``g`` shaped like the output (no Jacobian built)."""
+        inputs, params = self._bind(args, kwargs)
+        ans = self.forward(inputs, params)
+        g = as_input(self.name, "cotangent", g)
+        if np.shape(g)[np.ndim(g) - np.ndim(ans):] != np.shape(ans):
+            raise ShapeError(f"{self.name}.vjp: cotangent of shape {np.shape(g)} for an output of shape "
+                             f"{np.shape(ans)}; it must end with the output shape")
+        return tuple(self._rule(self.vjp_rules, "VJP", k)(g, ans, *inputs, **params)
+                     for k in self.array_argnums(inputs))
+
+    def jvp(self, tangents, *args, **kwargs):
+        """Output tangent for ``tangents``, one per array argument (None for zero)."""
+        inputs, params = self._bind(args, kwargs)
+        ans = self.forward(inputs, params)
+        argnums = self.array_argnums(inputs)
+        if not isinstance(tangents, (tuple, list)):
+            tangents = (tangents,)
+        if len(tangents) != len(argnums):
+            raise ShapeError(f"{self.name}.jvp: {len(tangents)} tangent(s) for {len(argnums)} array argument(s)")
+        out = None
+        for k, t in zip(argnums, tangents):
+            if t is None:
+                continue
+            t = as_input(self.name, f"tangent {k}", t)
+            if np.shape(t)[np.ndim(t) - np.ndim(inputs[k]):] != np.shape(inputs[k]):
+                raise ShapeError(f"{self.name}.jvp: tangent of shape {np.shape(t)} for argument {k} of shape "
+                                 f"{np.shape(inputs[k])}")
+            y = self._rule(self.jvp_rules, "JVP", k)(t, ans, *inputs, **params)
+            out = y if out is None else out + y
+        return np.zeros(np.shape(ans)) if out is None else out
+
+
+class PerArg:
+    """Rule list for a variadic primitive (einsum, concatenate): rule k is made on demand."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __getitem__(self, k):
+        return self.make(k)
+
+    def __len__(self):
+        return 1 << 30
+
+
+def defprimitive(name, impl, *, bind, jac, vjp, jvp, formula, battery, doc=""):
+    """Define and register a primitive: one record holding all of its maths."""
+    return registry.add(Primitive(name, impl, bind=bind, jac=jac, vjp=vjp, jvp=jvp, formula=formula,
+                                  battery=battery, doc=doc))
+
+
+def unary_jacobian(d, shape):
+    """Elementwise Jacobian: delta over every axis times ``d`` (shape ``shape``)."""
+    lab = tuple(range(len(shape)))
+    if isinstance(d, float):
+        return Jacobian.from_labels(shape, shape, lab + lab, coef=d)
+    return Jacobian.from_labels(shape, shape, lab + lab, [(d, lab)])
+
+
+def broadcast_jacobian(d, out_shape, in_shape, coef=1.0):
+    """Jacobian of an elementwise op w.r.t. an operand broadcast from ``in_shape`` to ``out_shape``.
+
+    ``d`` (broadcastable to out_shape, or None for 1) is the local derivative;
+    an axis the operand broadcasts along gets its own label (no delta).
+    """
+    no, ni = len(out_shape), len(in_shape)
+    out_lab = tuple(range(no))
+    in_lab = tuple(out_lab[no - ni + k] if n == out_shape[no - ni + k] else no + k for k, n in enumerate(in_shape))
+    factors = []
+    if d is not None:
+        d = np.asarray(d)
+        factors.append((d, out_lab[no - d.ndim:]))
+    return Jacobian.from_labels(out_shape, in_shape, out_lab + in_lab, factors, coef=coef)

@@ -1,0 +1,42 @@
+"""Exception types; each message names the op, the argument, the shapes and a remedy."""
+
+__all__ = [
+    "JactensorError", "ShapeError", "AxisError", "DTypeError", "NonFiniteError",
+    "JacobianTooLargeError", "LabelError", "ArgnumError", "NotDifferentiableError",
+]
+
+
+class JactensorError(Exception):
+    """Base class of every error jactensor raises on purpose."""
+
+
+class ShapeError(JactensorError, ValueError):
+    """Operand shapes do not fit the op (or two Jacobians do not chain)."""
+
+
+class AxisError(ShapeError):
+    """An axis argument is out of range for the operand."""
+
+
+class DTypeError(JactensorError, TypeError):
+    """An input has a dtype that cannot be differentiated (complex, object, str)."""
+
+
+class NonFiniteError(JactensorError, ValueError):
+    """NaN or Inf in an input while ``config.check_nan`` is on."""
+
+
+class JacobianTooLargeError(JactensorError, ValueError):
+    """A Jacobian would exceed ``config.max_jacobian_bytes``; nothing was allocated."""
+
+
+class LabelError(JactensorError, ValueError):
+    """Integer class labels out of range or not integers (cross_entropy)."""
+
+
+class ArgnumError(JactensorError, ValueError):
+    """argnums out of range or of the wrong type."""
+
+
+class NotDifferentiableError(JactensorError, TypeError):
+    """A derivative rule is missing, or the output is not what the transform needs."""

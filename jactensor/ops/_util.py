@@ -1,0 +1,91 @@
+"""Helpers shared by the op families: axis handling, broadcasting in rules, input batteries."""
+import numpy as np
+
+from ..errors import AxisError
+
+__all__ = ["norm_axes", "unbroadcast", "expand_to", "nbatch", "battery"]
+
+
+def norm_axes(op, axis, ndim, allow_none=True):
+    """Axis argument -> sorted tuple of negative axes (valid with leading batch axes)."""
+    if axis is None:
+        if not allow_none:
+            raise AxisError(f"{op}: axis=None is not allowed here; pass an integer axis")
+        return tuple(range(-ndim, 0))
+    axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or isinstance(a, bool):
+            raise AxisError(f"{op}: axis must be an int, a tuple of ints or None; got {axis!r}")
+        if not -ndim <= a < ndim:
+            raise AxisError(f"{op}: axis {a} is out of range for an input with {ndim} dimension(s); "
+                            f"valid axes are {-ndim}..{ndim - 1}" if ndim else
+                            f"{op}: axis {a} given for a 0-d input; use axis=None")
+        out.append(int(a) - ndim if a >= 0 else int(a))
+    if len(set(out)) != len(out):
+        raise AxisError(f"{op}: repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+def nbatch(g, ans):
+    """Number of leading batch axes a cotangent carries beyond the output's shape."""
+    return np.ndim(g) - np.ndim(ans)
+
+
+def unbroadcast(x, shape, nb):
+    """Sum ``x`` (batch + broadcast shape) back to batch + ``shape``."""
+    from .reduce import sum as _sum
+    shape = tuple(shape)
+    extra = np.ndim(x) - nb - len(shape)
+    if extra > 0:
+        x = _sum(x, axis=tuple(range(nb, nb + extra)))
+    xs = np.shape(x)
+    axes = tuple(nb + i for i, n in enumerate(shape) if n == 1 and xs[nb + i] != 1)
+    if axes:
+        x = _sum(x, axis=axes, keepdims=True)
+    return x
+
+
+def expand_to(t, shape, ndim):
+    """Reshape a tangent (batch + shape) to batch + (1,)*k + shape so it broadcasts to ndim axes."""
+    from .shape import reshape
+    k = ndim - len(shape)
+    if k <= 0:
+        return t
+    nb = np.ndim(t) - len(shape)
+    return reshape(t, np.shape(t)[:nb] + (1,) * k + tuple(shape))
+
+
+# ---- input batteries: 0-d, 1-d, 2-d, batched and broadcast cases ---------------------------
+DOMAINS = {
+    "real": lambda rng, s: rng.normal(size=s),
+    "positive": lambda rng, s: rng.uniform(0.5, 2.0, size=s),
+    "nonzero": lambda rng, s: rng.choice([-1.0, 1.0], size=s) * rng.uniform(0.2, 2.0, size=s),
+}
+
+
+def sample(rng, shape, domain="real"):
+    return np.asarray(DOMAINS[domain](rng, shape), dtype=np.float64)
+
+
+def unary_shapes(n):
+    return [(), (n,), (n, n + 1), (2, n, 3)]
+
+
+def binary_shapes(n):
+    return [((), ()), ((n,), (n,)), ((n, n + 1), (n, n + 1)), ((n, 1), (n + 1,)),
+            ((2, n, 3), (n, 3)), ((n,), ()), ((1, n), (2, 1))]
+
+
+def battery(kind, domains=("real",), **params):
+    """A standard battery: ``battery(rng, n)`` returns a list of (args, kwargs) calls."""
+    def unary(rng, n):
+        return [((sample(rng, s, domains[0]),), dict(params)) for s in unary_shapes(n)]
+
+    def binary(rng, n):
+        cases = [((sample(rng, a, domains[0]), sample(rng, b, domains[-1])), dict(params))
+                 for a, b in binary_shapes(n)]
+        cases.append(((sample(rng, (n, 2), domains[0]), 1.5), dict(params)))  # python scalar: a constant
+        return cases
+
+    return {"unary": unary, "binary": binary}[kind]

@@ -1,0 +1,190 @@
+"""Elementwise primitives: unary maps and broadcasting binary arithmetic.
+
+A unary op y = f(x) has the diagonal Jacobian dY[i..]/dX[j..] = delta(i..,j..) f'(X[i..]);
+each op below states f' once and the Jacobian, VJP and JVP all use it.
+"""
+import math
+
+import numpy as np
+
+from ..core import broadcast_jacobian, defprimitive, unary_jacobian
+from ..trace import getval
+from ._util import battery, expand_to, nbatch, sample, unbroadcast
+
+__all__ = ["negative", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu", "erf",
+           "add", "subtract", "multiply", "divide", "power"]
+
+
+def _bind_unary(x):
+    return (x,), {}
+
+
+def _bind_binary(a, b):
+    return (a, b), {}
+
+
+def defunary(name, impl, deriv, formula, domain="real", doc="", bind=_bind_unary, params=None):
+    """Register y = f(x) from its derivative ``deriv(ans, x, **params)`` (written with primitives)."""
+    return defprimitive(
+        name, impl, bind=bind, formula=formula, doc=doc,
+        jac=[lambda ans, x, **p: unary_jacobian(deriv(ans, x, **p), np.shape(ans))],
+        vjp=[lambda g, ans, x, **p: g * deriv(ans, x, **p)],
+        jvp=[lambda t, ans, x, **p: t * deriv(ans, x, **p)],
+        battery=battery("unary", (domain,), **(params or {})),
+    )
+
+
+def defbinary(name, impl, derivs, formula, domains=("real", "real"), doc=""):
+    """Register z = f(a, b) with numpy broadcasting from ``derivs[k](ans, a, b)`` (a constant, None for 1)."""
+    def jac(k):
+        def rule(ans, a, b):
+            d = derivs[k](ans, a, b)
+            return broadcast_jacobian(_dval(d), np.shape(ans), np.shape((a, b)[k]), coef=_dcoef(d))
+        return rule
+
+    def vjp(k):
+        def rule(g, ans, a, b):
+            d = derivs[k](ans, a, b)
+            return unbroadcast(g if d is None else g * d, np.shape((a, b)[k]), nbatch(g, ans))
+        return rule
+
+    def jvp(k):
+        def rule(t, ans, a, b):
+            x = (a, b)[k]
+            d = derivs[k](ans, a, b)
+            y = expand_to(t, np.shape(x), np.ndim(ans))
+            y = y if d is None else y * d
+            full = np.shape(t)[:np.ndim(t) - np.ndim(x)] + np.shape(ans)
+            return y if np.shape(y) == full else broadcast_to(y, full)
+        return rule
+
+    return defprimitive(name, impl, bind=_bind_binary, formula=formula, doc=doc,
+                        jac=[jac(0), jac(1)], vjp=[vjp(0), vjp(1)], jvp=[jvp(0), jvp(1)],
+                        battery=battery("binary", domains))
+
+
+def _dval(d):
+    return None if d is None or isinstance(d, float) else d
+
+
+def _dcoef(d):
+    return d if isinstance(d, float) else 1.0
+
+
+def broadcast_to(x, shape):
+    from .shape import broadcast_to as b
+    return b(x, shape)
+
+
+# ---- unary -------------------------------------------------------------------------------
+negative = defunary(
+    "negative", np.negative, lambda ans, x: -1.0,
+    "dY[i..]/dX[j..] = -delta(i..,j..)", doc="y = -x, any shape.")
+
+exp = defunary(
+    "exp", np.exp, lambda ans, x: ans,
+    "dY[i..]/dX[j..] = delta(i..,j..) exp(X[i..])", doc="y = e**x elementwise, any shape.")
+
+log = defunary(
+    "log", np.log, lambda ans, x: 1.0 / x,
+    "dY[i..]/dX[j..] = delta(i..,j..) / X[i..]", domain="positive", doc="Natural log elementwise; x > 0.")
+
+sqrt = defunary(
+    "sqrt", np.sqrt, lambda ans, x: 0.5 / ans,
+    "dY[i..]/dX[j..] = delta(i..,j..) / (2 sqrt(X[i..]))", domain="positive", doc="Square root; x > 0.")
+
+tanh = defunary(
+    "tanh", np.tanh, lambda ans, x: 1.0 - ans * ans,
+    "dY[i..]/dX[j..] = delta(i..,j..) (1 - tanh(X[i..])^2)", doc="Hyperbolic tangent elementwise.")
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))  # never overflows: stable at |x| = 1e3
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+sigmoid = defunary(
+    "sigmoid", _sigmoid, lambda ans, x: ans * (1.0 - ans),
+    "dY[i..]/dX[j..] = delta(i..,j..) s(X[i..]) (1 - s(X[i..])),  s = sigmoid",
+    doc="Logistic sigmoid 1 / (1 + e**-x), evaluated without overflow.")
+
+
+def _relu_mask(x):
+    return (getval(x) > 0).astype(np.float64)  # a constant: the derivative of the mask is zero
+
+
+relu = defunary(
+    "relu", lambda x: np.maximum(x, 0.0), lambda ans, x: _relu_mask(x),
+    "dY[i..]/dX[j..] = delta(i..,j..) [X[i..] > 0]", domain="nonzero",
+    doc="max(x, 0); the derivative at 0 is taken as 0 (as in JAX and PyTorch).")
+
+try:  # scipy's erf is vectorised; math.erf is the exact fallback (core deps are numpy + opt_einsum)
+    from scipy.special import erf as _erf_impl
+except ImportError:  # pragma: no cover - exercised only without scipy
+    _erf_impl = np.vectorize(math.erf, otypes=[np.float64])
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+erf = defunary(
+    "erf", lambda x: np.asarray(_erf_impl(x), dtype=np.float64),
+    lambda ans, x: _TWO_OVER_SQRT_PI * exp(-(x * x)),
+    "dY[i..]/dX[j..] = delta(i..,j..) 2/sqrt(pi) exp(-X[i..]^2)", doc="Gauss error function.")
+
+_C = math.sqrt(2.0 / math.pi)
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _gelu(x, approximate=True):
+    if approximate:
+        return 0.5 * x * (1.0 + np.tanh(_C * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + _erf_impl(x * _INV_SQRT2))
+
+
+def _gelu_deriv(ans, x, approximate=True):
+    if approximate:
+        th = tanh(_C * (x + 0.044715 * x ** 3))
+        return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * _C * (1.0 + 3 * 0.044715 * x * x)
+    return 0.5 * (1.0 + erf(x * _INV_SQRT2)) + x * exp(-0.5 * x * x) * _INV_SQRT_2PI
+
+
+def _bind_gelu(x, approximate=True):
+    return (x,), {"approximate": bool(approximate)}
+
+
+gelu = defunary(
+    "gelu", _gelu, _gelu_deriv,
+    "dY[i..]/dX[j..] = delta(i..,j..) g'(X[i..]);  erf form g' = Phi(x) + x phi(x), "
+    "tanh form g' = (1+t)/2 + x (1-t^2) c (1 + 3*0.044715 x^2)/2, t = tanh(c (x + 0.044715 x^3)), c = sqrt(2/pi)",
+    bind=_bind_gelu, params={"approximate": True},
+    doc="GELU. approximate=True: the tanh form (jax.nn.gelu's default); False: the exact erf form "
+        "x Phi(x) (torch's default).")
+
+
+# ---- binary (numpy broadcasting) ---------------------------------------------------------
+add = defbinary(
+    "add", np.add, (lambda ans, a, b: None, lambda ans, a, b: None),
+    "dZ[i..]/dA[j..] = delta(i..,j..) (summed over axes A broadcasts along); same for B",
+    doc="a + b with numpy broadcasting.")
+
+subtract = defbinary(
+    "subtract", np.subtract, (lambda ans, a, b: None, lambda ans, a, b: -1.0),
+    "dZ[i..]/dA[j..] = delta(i..,j..);  dZ[i..]/dB[j..] = -delta(i..,j..)",
+    doc="a - b with numpy broadcasting.")
+
+multiply = defbinary(
+    "multiply", np.multiply, (lambda ans, a, b: b, lambda ans, a, b: a),
+    "dZ[i..]/dA[j..] = delta(i..,j..) B[i..];  dZ[i..]/dB[j..] = delta(i..,j..) A[i..]",
+    doc="a * b elementwise with numpy broadcasting.")
+
+divide = defbinary(
+    "divide", np.divide, (lambda ans, a, b: 1.0 / b, lambda ans, a, b: -ans / b),
+    "dZ[i..]/dA[j..] = delta(i..,j..) / B[i..];  dZ[i..]/dB[j..] = -delta(i..,j..) A[i..] / B[i..]^2",
+    domains=("real", "nonzero"), doc="a / b elementwise with numpy broadcasting.")
+
+power = defbinary(
+    "power", np.power, (lambda ans, a, b: b * a ** (b - 1.0), lambda ans, a, b: ans * log(a)),
+    "dZ[i..]/dA[j..] = delta(i..,j..) B A^(B-1);  dZ[i..]/dB[j..] = delta(i..,j..) A^B log(A)",
+    domains=("positive", "real"),
+    doc="a ** b elementwise. A Python scalar exponent is a constant (power(x, 2)); an array exponent "
+        "is differentiated too and needs a > 0.")

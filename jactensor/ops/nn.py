@@ -1,0 +1,277 @@
+"""Neural-network primitives: softmax, log_softmax, layer_norm, cross_entropy, mse.
+
+Row-wise ops keep their Jacobians block-diagonal: one small block per row
+(factor ``B[k.., i, j]``), never the dense square of the whole array.
+"""
+import numpy as np
+
+from ..core import defprimitive
+from ..errors import LabelError, ShapeError
+from ..jacobian import Jacobian
+from ..trace import getval
+from ._util import expand_to, nbatch, norm_axes, sample, unary_shapes, unbroadcast
+from .elementwise import exp, sqrt
+from .reduce import mean, sum
+from .shape import broadcast_to, reshape
+
+__all__ = ["softmax", "log_softmax", "layer_norm", "cross_entropy", "mse"]
+
+
+def _bind_axis(name):
+    def bind(x, axis=-1):
+        return (x,), {"axis": norm_axes(name, axis, np.ndim(x))}
+    return bind
+
+
+def _softmax(x, axis):
+    z = x - np.max(x, axis=axis, keepdims=True)  # stable at |x| = 1e3
+    e = np.exp(z)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax(x, axis):
+    z = x - np.max(x, axis=axis, keepdims=True)
+    return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+
+
+def _axis_labels(ndim, axis):
+    """Axis labels (out, in): kept axes shared, softmax axes ('o', k) / ('i', k)."""
+    red = {ndim + a for a in axis}
+    out = tuple(("o", k) if k in red else k for k in range(ndim))
+    inn = tuple(("i", k) if k in red else k for k in range(ndim))
+    return out, inn
+
+
+def _softmax_jac(ans, x, axis):
+    """One block per row: B[k.., i, j] = S[k.., i] (delta(i, j) - S[k.., j])."""
+    S = np.asarray(ans)
+    n = S.ndim
+    red = [n + a for a in axis]
+    keep = [k for k in range(n) if k not in red]
+    St = np.transpose(S, keep + red)
+    m = int(np.prod([S.shape[k] for k in red], dtype=np.int64))
+    S2 = St.reshape(St.shape[:len(keep)] + (m,))
+    B = S2[..., :, None] * (np.eye(m) - S2[..., None, :])
+    B = B.reshape(St.shape[:len(keep)] + tuple(S.shape[k] for k in red) * 2)
+    out, inn = _axis_labels(n, axis)
+    labels = tuple(keep) + tuple(("o", k) for k in red) + tuple(("i", k) for k in red)
+    return Jacobian.from_labels(S.shape, S.shape, out + inn, [(B, labels)])
+
+
+softmax = defprimitive(
+    "softmax", _softmax, bind=_bind_axis("softmax"),
+    formula="dS[k..,i]/dX[k'..,j] = delta(k..,k'..) S[k..,i] (delta(i,j) - S[k..,j])   (i, j along axis)",
+    doc="exp(x) / sum(exp(x)) along ``axis`` (int, tuple, or None for the whole array), computed stably.",
+    jac=[_softmax_jac],
+    vjp=[lambda g, ans, x, axis: ans * (g - sum(g * ans, axis=axis, keepdims=True))],
+    jvp=[lambda t, ans, x, axis: ans * (t - sum(t * ans, axis=axis, keepdims=True))],
+    battery=lambda rng, n: [((sample(rng, s),), {"axis": a}) for s, a in
+                            [((n,), -1), ((3, n), -1), ((3, n), None), ((3, n), 0), ((2, n, 3), (0, 2))]])
+
+
+def _log_softmax_jac(ans, x, axis):
+    S = np.exp(ans)
+    out, inn = _axis_labels(np.ndim(x), axis)
+    shape = np.shape(ans)
+    ident = Jacobian.from_labels(shape, shape, inn + inn)
+    return ident + Jacobian.from_labels(shape, shape, out + inn, [(S, inn)], coef=-1.0)
+
+
+log_softmax = defprimitive(
+    "log_softmax", _log_softmax, bind=_bind_axis("log_softmax"),
+    formula="dL[k..,i]/dX[k'..,j] = delta(k..,k'..) (delta(i,j) - S[k..,j]),  S = softmax(X)",
+    doc="x - logsumexp(x) along ``axis``, computed stably.",
+    jac=[_log_softmax_jac],
+    vjp=[lambda g, ans, x, axis: g - exp(ans) * sum(g, axis=axis, keepdims=True)],
+    jvp=[lambda t, ans, x, axis: t - sum(t * exp(ans), axis=axis, keepdims=True)],
+    battery=lambda rng, n: [((sample(rng, s),), {"axis": a}) for s, a in
+                            [((n,), -1), ((3, n), -1), ((3, n), None), ((2, n, 3), 1)]])
+
+
+# ---- layer_norm ----------------------------------------------------------------------------
+def _bind_layer_norm(x, gamma=1.0, beta=0.0, eps=1e-5):
+    sx = np.shape(x)
+    if len(sx) == 0:
+        raise ShapeError("layer_norm: x must be at least 1-d (it is normalised over its last axis)")
+    for name, p in (("gamma", gamma), ("beta", beta)):
+        sp = np.shape(p)
+        if len(sp) > 1 or (len(sp) == 1 and sp[0] not in (1, sx[-1])):
+            raise ShapeError(f"layer_norm: {name} has shape {sp} but x has shape {sx}; {name} must have shape "
+                             f"({sx[-1]},) (one per feature of the last axis) or be a scalar")
+    if not eps > 0:
+        raise ValueError(f"layer_norm: eps must be positive; got {eps}")
+    return (x, gamma, beta), {"eps": float(eps)}
+
+
+def _stats(x, eps):
+    """xhat and 1/sigma along the last axis, with primitives (so the rules differentiate again)."""
+    xc = x - mean(x, axis=-1, keepdims=True)
+    rstd = 1.0 / sqrt(mean(xc * xc, axis=-1, keepdims=True) + eps)
+    return xc * rstd, rstd
+
+
+def _layer_norm(x, gamma, beta, eps):
+    xc = x - np.mean(x, axis=-1, keepdims=True)
+    return gamma * (xc / np.sqrt(np.mean(xc * xc, axis=-1, keepdims=True) + eps)) + beta
+
+
+def _ln_jac_x(ans, x, gamma, beta, eps):
+    xhat, rstd = _stats(x, eps)
+    d = np.shape(x)[-1]
+    gam = np.broadcast_to(gamma, (d,))
+    # B[k.., j, s] = gamma_j / sigma_k (delta(j,s) - 1/d - xhat_j xhat_s / d)
+    B = (gam[:, None] * rstd[..., None]) * (np.eye(d) - 1.0 / d - xhat[..., :, None] * xhat[..., None, :] / d)
+    n = np.ndim(x)
+    lab = tuple(range(n - 1))
+    return Jacobian.from_labels(np.shape(ans), np.shape(x), lab + ("j",) + lab + ("s",), [(B, lab + ("j", "s"))])
+
+
+def _ln_vjp_x(g, ans, x, gamma, beta, eps):
+    xhat, rstd = _stats(x, eps)
+    gg = g * gamma
+    return rstd * (gg - mean(gg, axis=-1, keepdims=True) - xhat * mean(gg * xhat, axis=-1, keepdims=True))
+
+
+def _ln_jvp_x(t, ans, x, gamma, beta, eps):
+    xhat, rstd = _stats(x, eps)
+    return gamma * rstd * (t - mean(t, axis=-1, keepdims=True) - xhat * mean(t * xhat, axis=-1, keepdims=True))
+
+
+def _ln_battery(rng, n):
+    d = n + 2
+    return [((sample(rng, s), sample(rng, (d,)), sample(rng, (d,))), {}) for s in [(d,), (3, d), (2, 3, d)]] + \
+           [((sample(rng, (3, d)), 1.0, 0.0), {"eps": 1e-3})]
+
+
+layer_norm = defprimitive(
+    "layer_norm", _layer_norm, bind=_bind_layer_norm,
+    formula="dY[k..,j]/dX[k'..,s] = delta(k..,k'..) gamma[j] / sigma[k..] (delta(j,s) - 1/d - xhat[k..,j] "
+            "xhat[k..,s] / d);  dY[k..,j]/dgamma[s] = delta(j,s) xhat[k..,j];  dY[k..,j]/dbeta[s] = delta(j,s)",
+    doc="gamma * (x - mean) / sqrt(var + eps) + beta over the last axis (d features); gamma, beta: (d,) or "
+        "scalars (Python scalars are constants).",
+    jac=[_ln_jac_x,
+         lambda ans, x, gamma, beta, eps: _bcast_jac(_stats(x, eps)[0], ans, gamma),
+         lambda ans, x, gamma, beta, eps: _bcast_jac(None, ans, beta)],
+    vjp=[_ln_vjp_x,
+         lambda g, ans, x, gamma, beta, eps: unbroadcast(g * _stats(x, eps)[0], np.shape(gamma), nbatch(g, ans)),
+         lambda g, ans, x, gamma, beta, eps: unbroadcast(g, np.shape(beta), nbatch(g, ans))],
+    jvp=[_ln_jvp_x,
+         lambda t, ans, x, gamma, beta, eps: expand_to(t, np.shape(gamma), np.ndim(ans)) * _stats(x, eps)[0],
+         lambda t, ans, x, gamma, beta, eps: broadcast_to(
+             expand_to(t, np.shape(beta), np.ndim(ans)), np.shape(t)[:np.ndim(t) - np.ndim(beta)] + np.shape(ans))],
+    battery=_ln_battery)
+
+
+def _bcast_jac(d, ans, p):
+    from ..core import broadcast_jacobian
+    return broadcast_jacobian(d, np.shape(ans), np.shape(p))
+
+
+# ---- losses ------------------------------------------------------------------------------
+def _bind_cross_entropy(logits, labels):
+    sz = np.shape(logits)
+    if len(sz) == 0:
+        raise ShapeError("cross_entropy: logits must be at least 1-d (..., classes); got a scalar")
+    y = np.asarray(getval(labels))
+    if y.dtype.kind not in "iu":
+        if y.dtype.kind == "f" and y.size and np.all(y == np.round(y)):
+            raise LabelError(f"cross_entropy: labels must be an integer array; got dtype {y.dtype}. "
+                             f"Pass labels.astype(int)")
+        raise LabelError(f"cross_entropy: labels must be integer class indices; got dtype {y.dtype}")
+    if y.shape != sz[:-1]:
+        raise ShapeError(f"cross_entropy: labels have shape {y.shape} but logits {sz} need labels of shape "
+                         f"{sz[:-1]} (one class index per row)")
+    bad = (y < 0) | (y >= sz[-1])
+    if np.any(bad):
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise LabelError(f"cross_entropy: label {int(y[where])} at index {where} is out of range for "
+                         f"{sz[-1]} classes (valid: 0..{sz[-1] - 1})")
+    return (logits,), {"labels": y}
+
+
+def _onehot(labels, c):
+    return (labels[..., None] == np.arange(c)).astype(np.float64)
+
+
+def _cross_entropy(logits, labels):
+    lsm = _log_softmax(logits, (-1,))
+    return -np.mean(np.take_along_axis(lsm, labels[..., None], axis=-1))
+
+
+def _ce_grad(logits, labels):
+    """dL/dlogits = (softmax(logits) - onehot) / N, with primitives (differentiable again)."""
+    n = max(int(np.prod(np.shape(logits)[:-1], dtype=np.int64)), 1)
+    return (softmax(logits, axis=-1) - _onehot(labels, np.shape(logits)[-1])) * (1.0 / n)
+
+
+def _ce_vjp(g, ans, logits, labels):
+    nb = nbatch(g, ans)
+    return reshape(g, np.shape(g)[:nb] + (1,) * np.ndim(logits)) * _ce_grad(logits, labels)
+
+
+def _ce_jvp(t, ans, logits, labels):
+    return sum(t * _ce_grad(logits, labels), axis=tuple(range(-np.ndim(logits), 0)))
+
+
+cross_entropy = defprimitive(
+    "cross_entropy", _cross_entropy, bind=_bind_cross_entropy,
+    formula="dL/dZ[n,c] = (softmax(Z)[n,c] - delta(c, y[n])) / N",
+    doc="Mean over rows of -log softmax(logits)[row, label]; logits (..., C), integer labels (...).",
+    jac=[lambda ans, logits, labels: Jacobian.from_labels(
+        (), np.shape(logits), tuple(range(np.ndim(logits))),
+        [(_ce_grad(logits, labels), tuple(range(np.ndim(logits))))])],
+    vjp=[_ce_vjp], jvp=[_ce_jvp],
+    battery=lambda rng, n: [((sample(rng, (n + 1, 4)), rng.integers(0, 4, size=n + 1)), {}),
+                            ((sample(rng, (3,)), np.array(1)), {}),
+                            ((sample(rng, (2, n, 3)), rng.integers(0, 3, size=(2, n))), {})])
+
+
+def _bind_mse(pred, target):
+    try:
+        np.broadcast_shapes(np.shape(pred), np.shape(target))
+    except ValueError:
+        raise ShapeError(f"mse: pred has shape {np.shape(pred)} and target {np.shape(target)}; they must be equal "
+                         f"or broadcast") from None
+    return (pred, target), {}
+
+
+def _mse_d(k):
+    """dL/d(arg k) as an array of the broadcast shape: +-2 (pred - target) / N."""
+    def d(pred, target):
+        diff = pred - target
+        return diff * ((2.0 if k == 0 else -2.0) / max(int(np.prod(np.shape(diff), dtype=np.int64)), 1))
+    return d
+
+
+def _mse_jac(k):
+    def rule(ans, pred, target):
+        x = (pred, target)[k]
+        d = np.asarray(unbroadcast(_mse_d(k)(pred, target), np.shape(x), 0))
+        lab = tuple(range(np.ndim(x)))
+        return Jacobian.from_labels((), np.shape(x), lab, [(d, lab)])
+    return rule
+
+
+def _mse_vjp(k):
+    def rule(g, ans, pred, target):
+        d = _mse_d(k)(pred, target)
+        nb = nbatch(g, ans)
+        return unbroadcast(reshape(g, np.shape(g)[:nb] + (1,) * np.ndim(d)) * d, np.shape((pred, target)[k]), nb)
+    return rule
+
+
+def _mse_jvp(k):
+    def rule(t, ans, pred, target):
+        d = _mse_d(k)(pred, target)
+        x = (pred, target)[k]
+        return sum(expand_to(t, np.shape(x), np.ndim(d)) * d, axis=tuple(range(-np.ndim(d), 0)))
+    return rule
+
+
+mse = defprimitive(
+    "mse", lambda pred, target: np.mean((pred - target) ** 2), bind=_bind_mse,
+    formula="dL/dP[i..] = 2 (P[i..] - T[i..]) / N;  dL/dT[i..] = -2 (P[i..] - T[i..]) / N",
+    doc="Mean squared error mean((pred - target)**2) over all (broadcast) entries.",
+    jac=[_mse_jac(0), _mse_jac(1)], vjp=[_mse_vjp(0), _mse_vjp(1)], jvp=[_mse_jvp(0), _mse_jvp(1)],
+    battery=lambda rng, n: [((sample(rng, s), sample(rng, r)), {}) for s, r in
+                            [((n,), (n,)), ((3, n), (3, n)), ((), ()), ((3, n), (n,))]])

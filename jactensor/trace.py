@@ -1,0 +1,139 @@
+"""Tracing: values that record the primitives applied to them as a graph.
+
+A Tracer wraps a value at one trace level; nested transforms (hessian) use
+higher levels, so a derivative rule run inside an outer trace is recorded
+there too. Operators and methods on a Tracer call the registered primitives.
+"""
+import itertools
+
+import numpy as np
+
+__all__ = ["Tracer", "Node", "new_level", "toposort", "getval"]
+
+_levels = itertools.count(1)
+
+
+def new_level():
+    """A fresh trace level, higher than every level created before."""
+    return next(_levels)
+
+
+class Node:
+    """One primitive application: inputs (unwrapped at this level), params, result, parent Tracers."""
+
+    __slots__ = ("prim", "params", "args", "ans", "parents", "__weakref__")
+
+    def __init__(self, prim, params, args, ans, parents):
+        self.prim, self.params, self.args, self.ans, self.parents = prim, params, args, ans, parents
+
+
+class Tracer:
+    """A value being traced at ``level``; ``node`` is the primitive call that made it (None for inputs)."""
+
+    __slots__ = ("value", "node", "level")
+    __array_ufunc__ = None  # numpy defers to our reflected operators
+    __array_priority__ = 1000
+
+    def __init__(self, value, node, level):
+        self.value, self.node, self.level = value, node, level
+
+    # numpy-like attributes
+    shape = property(lambda self: np.shape(self.value))
+    ndim = property(lambda self: np.ndim(self.value))
+    size = property(lambda self: np.size(self.value))
+    dtype = property(lambda self: np.result_type(self.value))
+    T = property(lambda self: _p("transpose")(self))
+    mT = property(lambda self: self.swapaxes(-1, -2))
+
+    def __len__(self):
+        return len(self.value)
+
+    def __repr__(self):
+        return f"Tracer(shape={self.shape}, level={self.level})"
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(
+            "a traced value cannot become a numpy array inside a jactensor transform: np.* functions "
+            "do not record derivatives. Use the jactensor function of the same name (jt.exp, jt.sum, ...)."
+        )
+
+    def __bool__(self):
+        raise TypeError("the truth value of a traced array is not defined inside a transform; "
+                        "branch on shapes or on jt.getval(x) instead")
+
+    def __float__(self):
+        return float(getval(self))
+
+    # operators
+    __add__ = lambda a, b: _p("add")(a, b)
+    __radd__ = lambda a, b: _p("add")(b, a)
+    __sub__ = lambda a, b: _p("subtract")(a, b)
+    __rsub__ = lambda a, b: _p("subtract")(b, a)
+    __mul__ = lambda a, b: _p("multiply")(a, b)
+    __rmul__ = lambda a, b: _p("multiply")(b, a)
+    __truediv__ = lambda a, b: _p("divide")(a, b)
+    __rtruediv__ = lambda a, b: _p("divide")(b, a)
+    __matmul__ = lambda a, b: _p("matmul")(a, b)
+    __rmatmul__ = lambda a, b: _p("matmul")(b, a)
+    __pow__ = lambda a, b: _p("power")(a, b)
+    __rpow__ = lambda a, b: _p("power")(b, a)
+    __neg__ = lambda a: _p("negative")(a)
+    __pos__ = lambda a: a
+    __getitem__ = lambda a, idx: _p("getitem")(a, idx)
+    # comparisons give constant masks (derivative zero almost everywhere)
+    __gt__ = lambda a, b: getval(a) > getval(b)
+    __lt__ = lambda a, b: getval(a) < getval(b)
+    __ge__ = lambda a, b: getval(a) >= getval(b)
+    __le__ = lambda a, b: getval(a) <= getval(b)
+
+    # methods
+    def sum(self, axis=None, keepdims=False):
+        return _p("sum")(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _p("mean")(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return _p("max")(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape):
+        return _p("reshape")(self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes):
+        return _p("transpose")(self, (axes[0] if len(axes) == 1 else axes) or None)
+
+    def swapaxes(self, a, b):
+        axes = list(range(self.ndim))
+        axes[a], axes[b] = axes[b], axes[a]
+        return _p("transpose")(self, tuple(axes))
+
+
+def getval(x):
+    """The plain numpy value under any number of trace levels."""
+    while type(x) is Tracer:
+        x = x.value
+    return x
+
+
+def toposort(outputs):
+    """Nodes reachable from the output Tracers' nodes, parents before children."""
+    order, seen = [], set()
+    stack = [(n, False) for n in outputs if n is not None]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.append((node, True))
+        for _, parent in node.parents:
+            if parent.node is not None and id(parent.node) not in seen:
+                stack.append((parent.node, False))
+    return order
+
+
+def _p(name):
+    from .core import registry
+    return registry[name]
