@@ -22,3 +22,7 @@ __all__ = ["config", "Primitive", "registry", "Jacobian", "chain", "chain_plan",
 from .transforms import grad, hessian, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp  # noqa: E402
 
 __all__ += ["jacobian", "jacrev", "jacfwd", "hessian", "grad", "value_and_grad", "vjp", "jvp"]
+from .formula import check_formula  # noqa: E402
+from . import testing  # noqa: E402,F401
+
+__all__ += ["check_formula", "testing"]
