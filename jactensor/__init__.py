@@ -26,3 +26,6 @@ from .formula import check_formula  # noqa: E402
 from . import testing  # noqa: E402,F401
 
 __all__ += ["check_formula", "testing"]
+from .explain import explain  # noqa: E402
+
+__all__ += ["explain"]

@@ -31,7 +31,6 @@ class Tracer:
     """A value being traced at ``level``; ``node`` is the primitive call that made it (None for inputs)."""
 
     __slots__ = ("value", "node", "level")
-    __array_ufunc__ = None  # numpy defers to our reflected operators
     __array_priority__ = 1000
 
     def __init__(self, value, node, level):
@@ -50,6 +49,15 @@ class Tracer:
 
     def __repr__(self):
         return f"Tracer(shape={self.shape}, level={self.level})"
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """numpy ufuncs with a registered primitive of the same name record it (np.exp(x) == jt.exp(x))."""
+        name = _UFUNCS.get(ufunc.__name__)
+        if method != "__call__" or name is None or kwargs:
+            raise TypeError(
+                f"np.{ufunc.__name__}{'' if method == '__call__' else '.' + method} has no derivative rule in "
+                f"jactensor; inside a transform use jactensor primitives (jt.{', jt.'.join(sorted(set(_UFUNCS.values())))})")
+        return _p(name)(*inputs)
 
     def __array__(self, dtype=None, copy=None):
         raise TypeError(
@@ -87,16 +95,19 @@ class Tracer:
     __le__ = lambda a, b: getval(a) <= getval(b)
 
     # methods
-    def sum(self, axis=None, keepdims=False):
-        return _p("sum")(self, axis=axis, keepdims=keepdims)
+    # numpy's np.sum(x) / np.mean / np.max / np.reshape call these methods with dtype/out/order
+    def sum(self, axis=None, keepdims=False, **np_kwargs):
+        return _p("sum")(self, axis=axis, keepdims=_plain(keepdims, np_kwargs))
 
-    def mean(self, axis=None, keepdims=False):
-        return _p("mean")(self, axis=axis, keepdims=keepdims)
+    def mean(self, axis=None, keepdims=False, **np_kwargs):
+        return _p("mean")(self, axis=axis, keepdims=_plain(keepdims, np_kwargs))
 
-    def max(self, axis=None, keepdims=False):
-        return _p("max")(self, axis=axis, keepdims=keepdims)
+    def max(self, axis=None, keepdims=False, **np_kwargs):
+        return _p("max")(self, axis=axis, keepdims=_plain(keepdims, np_kwargs))
 
-    def reshape(self, *shape):
+    def reshape(self, *shape, order="C"):
+        if order != "C":
+            raise ValueError("reshape: only order='C' is supported on traced arrays")
         return _p("reshape")(self, shape[0] if len(shape) == 1 else shape)
 
     def transpose(self, *axes):
@@ -106,6 +117,18 @@ class Tracer:
         axes = list(range(self.ndim))
         axes[a], axes[b] = axes[b], axes[a]
         return _p("transpose")(self, tuple(axes))
+
+
+_UFUNCS = {"add": "add", "subtract": "subtract", "multiply": "multiply", "divide": "divide",
+           "true_divide": "divide", "negative": "negative", "exp": "exp", "log": "log", "sqrt": "sqrt",
+           "tanh": "tanh", "power": "power", "matmul": "matmul"}
+
+
+def _plain(keepdims, np_kwargs):
+    bad = {k: v for k, v in np_kwargs.items() if v is not None and v is not np._NoValue}
+    if bad:
+        raise TypeError(f"arguments {sorted(bad)} are not supported on traced arrays")
+    return False if keepdims is np._NoValue else keepdims
 
 
 def getval(x):

@@ -10,7 +10,9 @@ import numpy as np
 from .config import config
 from .core import as_input
 from .errors import ArgnumError, NotDifferentiableError, ShapeError
-from .jacobian import ITEMSIZE, Jacobian, _contract_with_plan, _product, check_bytes
+from .contract import ZERO_COST as _ZERO
+from .jacobian import (ITEMSIZE, ChainPlan, Jacobian, Term, _contract_with_plan, _product, _ShapeOnly,
+                       _term_paths, check_bytes)
 from .trace import Node, Tracer, new_level, toposort
 
 __all__ = ["jacobian", "jacrev", "jacfwd", "hessian", "grad", "value_and_grad", "vjp", "jvp",
@@ -167,13 +169,14 @@ def forward(tr, tangents):
     return [tan.get(id(t.node)) if tr.is_ours(t) else None for t in tr.outputs]
 
 
-def chain_accumulate(tr, out_index, dense=False, plans=None):
+def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False):
     """Structured Jacobians of output leaf ``out_index`` w.r.t. every input leaf, by chain().
 
     Each recorded primitive contributes its full Jacobian; they are multiplied lazily
     along the graph (so a chain-shaped stretch becomes one einsum whose order opt_einsum
     picks) and contracted where paths meet, where their contributions are summed.
     ``dense=True`` materialises every per-op Jacobian and contracts step by step.
+    ``symbolic=True`` only plans: factors become shapes and nothing is contracted.
     """
     out = tr.outputs[out_index]
     oshape = np.shape(tr.out_value(out))
@@ -182,10 +185,17 @@ def chain_accumulate(tr, out_index, dense=False, plans=None):
     adj = {id(out.node): Jacobian.identity(oshape, name="output")}
 
     def settle(J):
-        J = _contract_with_plan(J)
+        J = plan_only(J) if symbolic else _contract_with_plan(J)
         if plans is not None:
             plans.append(J.plan)
         return J
+
+    def add(A, B):
+        A = A if _settled(A) else settle(A)
+        B = B if _settled(B) else settle(B)
+        if symbolic:
+            return _symbolic_sum(A, B)
+        return A + B
 
     for node in reversed(tr.nodes()):
         if node.prim is None:
@@ -200,17 +210,14 @@ def chain_accumulate(tr, out_index, dense=False, plans=None):
             Jk = node.prim._rule(node.prim.jac_rules, "Jacobian", k)(node.ans, *node.args, **node.params)
             Jk.name = f"{node.prim.name} w.r.t. argument {k}"
             if dense:
-                contrib = settle(_product(A, Jk.densified()))
+                Jk = _shape_only_dense(Jk) if symbolic else Jk.densified()
+                contrib = settle(_product(A, Jk))
             else:
                 contrib = _product(A, Jk)
                 if len(contrib.terms) > config.max_terms:
                     contrib = settle(contrib)
             p = id(parent.node)
-            if p in adj:  # paths meet: contract both sides and sum
-                prev = adj[p]
-                adj[p] = (prev if _settled(prev) else settle(prev)) + settle(contrib)
-            else:
-                adj[p] = contrib
+            adj[p] = add(adj[p], contrib) if p in adj else contrib
     res = []
     for arg in tr.inputs:
         row = []
@@ -219,6 +226,35 @@ def chain_accumulate(tr, out_index, dense=False, plans=None):
             row.append(None if J is None else (J if _settled(J) else settle(J)))
         res.append(row)
     return res
+
+
+def plan_only(J):
+    """What contracting J would cost, with each term's result as a shape placeholder."""
+    chosen = forward = reverse = _ZERO
+    terms = []
+    for t in J.terms:
+        opt, fwd, rev, keep = _term_paths(t)
+        chosen, forward, reverse = chosen + min(opt, fwd, rev, key=lambda c: c.flops), forward + fwd, reverse + rev
+        fs = [(_ShapeOnly([t.sizes[l] for l in keep]), keep)] if t.factors else []
+        terms.append(Term(t.coef, fs, t.labels, t.sizes))
+    out = Jacobian(J.out_shape, J.in_shape, terms, name=J.name)
+    out.plan = ChainPlan(chosen, forward, reverse, len(J.terms), out.nbytes)
+    return out
+
+
+def _symbolic_sum(A, B):
+    terms = A.terms + B.terms
+    if len(terms) <= config.max_terms:
+        return Jacobian(A.out_shape, A.in_shape, terms, name=A.name)
+    pattern = tuple(range(A.ndim))  # planning: assume the sum goes dense (an upper bound)
+    return Jacobian(A.out_shape, A.in_shape, [Term(1.0, [(_ShapeOnly(A.shape), pattern)], pattern,
+                                                   dict(zip(pattern, A.shape)))], name=A.name)
+
+
+def _shape_only_dense(J):
+    lab = tuple(range(J.ndim))
+    return Jacobian(J.out_shape, J.in_shape, [Term(1.0, [(_ShapeOnly(J.shape), lab)], lab, dict(zip(lab, J.shape)))],
+                    name=J.name)
 
 
 def _settled(J):
