@@ -6,7 +6,7 @@ Jacobians with one einsum whose order opt_einsum picks.
 """
 from .config import config
 from .core import Primitive, registry
-from .errors import (ArgnumError, AxisError, DTypeError, JacobianTooLargeError, JactensorError, LabelError,
+from .errors import (ArgnumError, AxisError, DTypeError, IndexingError, JacobianTooLargeError, JactensorError, LabelError,
                      NonFiniteError, NotDifferentiableError, ShapeError)
 from .jacobian import ChainPlan, Jacobian, chain, chain_plan
 from .ops import *  # noqa: F401,F403 - the primitives, numpy names
@@ -16,7 +16,7 @@ from .trace import getval
 __version__ = "0.1.0"
 
 __all__ = ["config", "Primitive", "registry", "Jacobian", "chain", "chain_plan", "ChainPlan", "getval",
-           "JactensorError", "ShapeError", "AxisError", "DTypeError", "NonFiniteError", "JacobianTooLargeError",
+           "JactensorError", "ShapeError", "AxisError", "IndexingError", "DTypeError", "NonFiniteError", "JacobianTooLargeError",
            "LabelError", "ArgnumError", "NotDifferentiableError"] + list(_ops_all)
 
 from .transforms import grad, hessian, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp  # noqa: E402

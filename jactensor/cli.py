@@ -29,6 +29,111 @@ def _check(args):
     return 1 if failed else 0
 
 
+def _parse_params(extra):
+    """--key value pairs -> params (Python literals; lists become integer/float arrays)."""
+    import ast
+    import numpy as np
+    params, k = {}, 0
+    while k < len(extra):
+        key = extra[k]
+        if not key.startswith("--") or k + 1 >= len(extra):
+            raise SystemExit(f"jactensor explain: cannot read parameter {key!r}; use --name value")
+        raw = extra[k + 1]
+        try:
+            val = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            val = raw
+        if isinstance(val, list):
+            val = np.asarray(val)
+        params[key[2:].replace("-", "_")] = val
+        k += 2
+    return params
+
+
+def _explain(args, extra):
+    import numpy as np
+    if args.program:
+        from .explain import explain
+        from .programs import PROGRAMS, make_args
+        if args.program not in PROGRAMS:
+            raise SystemExit(f"jactensor explain: unknown program {args.program!r}; choose from {sorted(PROGRAMS)}")
+        f = PROGRAMS[args.program]
+        fargs = make_args(args.program, n=args.n, d=args.d, seed=args.seed)
+        print(f"{args.program}: {' '.join((f.__doc__ or '').split())}")
+        print(f"inputs: {', '.join(str(a.shape) for a in fargs)}; Jacobians w.r.t. argument(s) {args.wrt}\n")
+        print(explain(f, *fargs, argnums=tuple(args.wrt)))
+        return 0
+    from .core import registry
+    if not args.op:
+        raise SystemExit("jactensor explain: name a primitive (e.g. softmax) or --program attention; primitives: "
+                         + ", ".join(sorted(registry)))
+    prim = registry[args.op]
+    params = _parse_params(extra)
+    rng = np.random.default_rng(args.seed)
+    shapes = args.shape or ["3,3"]
+    positive = args.op in ("log", "sqrt", "power")
+    arrays = []
+    for s in shapes:
+        shp = tuple(int(v) for v in s.split(",") if v.strip()) if s.strip() not in ("", "()") else ()
+        x = rng.normal(size=shp)
+        arrays.append(np.abs(x) + 0.5 if positive else x)
+    if args.op == "einsum":
+        call = ((params.pop("spec"),) + tuple(arrays), params)
+    elif args.op == "concatenate":
+        call = ((arrays,), params)
+    else:
+        call = (tuple(arrays), params)
+    ans = prim(*call[0], **call[1])
+    jacs = prim.jacobian(*call[0], **call[1])
+    shown = {k: v for k, v in call[1].items()}
+    print(f"{prim.name}({', '.join(f'{k}={v!r}' for k, v in shown.items())})")
+    print(f"  formula: {prim.formula}")
+    print(f"  input shapes: {', '.join(str(a.shape) for a in arrays)}    output shape: {np.shape(ans)}")
+    for k, J in enumerate(jacs):
+        M = J.as_matrix()
+        zeros = M.size - np.count_nonzero(M)
+        print(f"  Jacobian w.r.t. argument {k}: shape {J.shape} = out {J.out_shape} + in {J.in_shape}; as a "
+              f"{M.shape[0]} x {M.shape[1]} matrix")
+        print(f"    dense {J.nbytes} bytes, stored as factors {J.stored_bytes} bytes; structural zeros: {zeros} of "
+              f"{M.size} ({zeros / max(M.size, 1):.1%})")
+    if args.png:
+        from . import plot
+        try:
+            plt = plot.require_matplotlib()
+        except ImportError as e:
+            print(f"jactensor explain: {e}", file=sys.stderr)
+            return 2
+        import matplotlib
+        matplotlib.use("Agg")
+        ax = plot.jacobian(jacs[args.arg], out_name="Y", in_name="X")
+        ax.figure.savefig(args.png, dpi=120, bbox_inches="tight")
+        plt.close(ax.figure)
+        print(f"  picture of the Jacobian w.r.t. argument {args.arg} written to {args.png}")
+    return 0
+
+
+def _check_formula(args):
+    import numpy as np
+    from . import ops
+    from .formula import check_formula
+    rng = np.random.default_rng(args.seed)
+    Q, K = rng.normal(size=(args.n, args.d)), rng.normal(size=(args.d, args.n))
+    A = Q @ K
+    programs = {
+        "matmul": (lambda Q, K: ops.matmul(Q, K), {"A": A}),
+        "softmax-row": (lambda Q, K: ops.softmax(ops.matmul(Q, K), axis=-1), {"A": A, "S": ops.softmax(A, axis=-1)}),
+        "softmax-whole": (lambda Q, K: ops.softmax(ops.matmul(Q, K), axis=None),
+                          {"A": A, "S": ops.softmax(A, axis=None)}),
+    }
+    f, env = programs[args.program]
+    rep = check_formula(f, args.formula, Q, K, argnum={"Q": 0, "K": 1}[args.wrt], env=env)
+    print(f"{args.program}: d/d{args.wrt} with Q {Q.shape}, K {K.shape} (seed {args.seed}); names: Q, K, "
+          f"{', '.join(sorted(env))}")
+    print(f"  {args.formula}")
+    print("  " + str(rep).replace("\n", "\n  "))
+    return 0 if rep.ok else 1
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="jactensor", description="Explicit Jacobian tensors for tensor programs.")
     sub = p.add_subparsers(dest="command")
@@ -40,15 +145,44 @@ def build_parser():
     c.add_argument("--n", type=int, default=2, help="size parameter of the input battery")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=_check)
+    e = sub.add_parser("explain", help="a primitive's formula, shapes, zeros and picture; or a program's step table",
+                       description="jactensor explain softmax --shape 3,3 --axis -1 --png out.png | "
+                                   "jactensor explain --program attention. Extra --name value pairs are the "
+                                   "primitive's parameters (Python literals).")
+    e.add_argument("op", nargs="?", help="registered primitive name")
+    e.add_argument("--shape", action="append", help="input shape like 3,3 (repeat for several inputs)")
+    e.add_argument("--png", help="write the Jacobian heatmap to this PNG (needs matplotlib)")
+    e.add_argument("--arg", type=int, default=0, help="which argument's Jacobian to draw")
+    e.add_argument("--program", help="explain a named program: attention, worked_example, mlp, ln_block")
+    e.add_argument("--wrt", type=int, nargs="+", default=[0, 1], help="argnums for --program (default 0 1)")
+    e.add_argument("--n", type=int, default=8)
+    e.add_argument("--d", type=int, default=4)
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=_explain, takes_extra=True)
+    f = sub.add_parser("check-formula", help="check a hand-derived index formula against the true Jacobian",
+                       description='jactensor check-formula --program softmax-whole --wrt Q '
+                                   '"dS[i,j]/dQ[c,d] = S[i,j] * (delta(i,c) * K[d,j] - sum_s(S[c,s] * K[d,s]))"')
+    f.add_argument("formula", help="index formula: dY[..]/dX[..] = ... with Name[i,j], delta(i,j), sum_k(...)")
+    f.add_argument("--program", default="softmax-whole", choices=["matmul", "softmax-row", "softmax-whole"],
+                   help="the function of Q (n x d) and K (d x n); names A = QK and S = softmax(A) are available")
+    f.add_argument("--wrt", default="Q", choices=["Q", "K"])
+    f.add_argument("--n", type=int, default=3)
+    f.add_argument("--d", type=int, default=2)
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(func=_check_formula)
     return p
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv or ["demo"])
-    if not getattr(args, "func", None):
-        args = parser.parse_args(["demo"] + argv)
+    if not argv or argv[0].startswith("--seed"):
+        argv = ["demo"] + argv
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "takes_extra", False):
+        return args.func(args, extra)
     return args.func(args)
 
 

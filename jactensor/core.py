@@ -113,7 +113,8 @@ class Primitive:
             return self.impl(*inputs, **params)
         except ValueError as e:
             shapes = ", ".join(str(np.shape(x)) for x in inputs)
-            raise ShapeError(f"{self.name}: operands of shapes {shapes} do not fit ({e})") from None
+            raise ShapeError(f"{self.name}: operands of shapes {shapes} do not fit ({e}); see "
+                             f"help(jt.{self.name}) for the shapes it takes") from None
 
     def array_argnums(self, inputs):
         return tuple(k for k, x in enumerate(inputs) if _is_array(x))

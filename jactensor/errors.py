@@ -1,7 +1,7 @@
 """Exception types; each message names the op, the argument, the shapes and a remedy."""
 
 __all__ = [
-    "JactensorError", "ShapeError", "AxisError", "DTypeError", "NonFiniteError",
+    "JactensorError", "ShapeError", "AxisError", "IndexingError", "DTypeError", "NonFiniteError",
     "JacobianTooLargeError", "LabelError", "ArgnumError", "NotDifferentiableError",
 ]
 
@@ -16,6 +16,10 @@ class ShapeError(JactensorError, ValueError):
 
 class AxisError(ShapeError):
     """An axis argument is out of range for the operand."""
+
+
+class IndexingError(ShapeError, IndexError):
+    """An index does not fit the array (also an IndexError, as in numpy)."""
 
 
 class DTypeError(JactensorError, TypeError):

@@ -92,6 +92,10 @@ def check(op, *args, fd_eps=1e-6, fd_tol=1e-6, tol=1e-9, seed=0, **kwargs):
     argnums = op.array_argnums(inputs)
     jacs = [np.asarray(J) for J in op.jacobian(*args, **kwargs)]
     rows = []
+    for k in argnums:
+        if not np.all(np.isfinite(inputs[k])):
+            rows.append({"arg": k, "check": "finite input", "abs": np.inf, "rel": np.inf, "ok": False,
+                         "index": tuple(int(i) for i in np.argwhere(~np.isfinite(inputs[k]))[0])})
 
     def row(k, what, got, want, limit):
         a, idx, rel = _err(got, want)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from ..errors import ShapeError
 from ..core import broadcast_jacobian, defprimitive, unary_jacobian
 from ..trace import getval
 from ._util import battery, expand_to, nbatch, sample, unbroadcast
@@ -19,8 +20,18 @@ def _bind_unary(x):
     return (x,), {}
 
 
-def _bind_binary(a, b):
-    return (a, b), {}
+def _binder(name):
+    def bind(a, b):
+        sa, sb = np.shape(a), np.shape(b)
+        if sa != sb:
+            try:
+                np.broadcast_shapes(sa, sb)
+            except ValueError:
+                raise ShapeError(f"{name}: a has shape {sa} and b has shape {sb}, which do not broadcast (numpy rules: "
+                                 f"align from the right, each axis equal or 1); reshape or transpose one operand, "
+                                 f"e.g. b[:, None]") from None
+        return (a, b), {}
+    return bind
 
 
 def defunary(name, impl, deriv, formula, domain="real", doc="", bind=_bind_unary, params=None):
@@ -58,7 +69,7 @@ def defbinary(name, impl, derivs, formula, domains=("real", "real"), doc=""):
             return y if np.shape(y) == full else broadcast_to(y, full)
         return rule
 
-    return defprimitive(name, impl, bind=_bind_binary, formula=formula, doc=doc,
+    return defprimitive(name, impl, bind=_binder(name), formula=formula, doc=doc,
                         jac=[jac(0), jac(1)], vjp=[vjp(0), vjp(1)], jvp=[jvp(0), jvp(1)],
                         battery=battery("binary", domains))
 

@@ -6,7 +6,7 @@ over, a small selection factor where an axis is sliced or regrouped.
 import numpy as np
 
 from ..core import PerArg, broadcast_jacobian, defprimitive
-from ..errors import AxisError, ShapeError
+from ..errors import AxisError, IndexingError, ShapeError
 from ..jacobian import Jacobian
 from ._util import expand_to, nbatch, norm_axes, sample, unary_shapes, unbroadcast
 
@@ -155,21 +155,21 @@ def _normalise_index(op, idx, shape):
             raise TypeError(f"{op}: unsupported index {i!r}; use ints, slices, None, Ellipsis or integer arrays")
     n_ell = sum(i is Ellipsis for i in idx)
     if n_ell > 1:
-        raise IndexError(f"{op}: an index can only have a single Ellipsis")
+        raise IndexingError(f"{op}: an index can only have a single Ellipsis")
     used = sum(0 if (i is None or i is Ellipsis) else (i.ndim if isinstance(i, np.ndarray) and i.dtype == bool
                                                        else 1) for i in idx)
     if used > len(shape):
-        raise IndexError(f"{op}: too many indices ({used}) for an array of shape {shape}")
+        raise IndexingError(f"{op}: too many indices ({used}) for an array of shape {shape}")
     if n_ell:
         k = idx.index(Ellipsis)
         idx = idx[:k] + (slice(None),) * (len(shape) - used) + idx[k + 1:]
     adv = [k for k, i in enumerate(idx) if isinstance(i, np.ndarray)]
     if adv and adv != list(range(adv[0], adv[-1] + 1)):
-        raise IndexError(f"{op}: advanced (array) indices separated by slices are not supported; index in two steps")
+        raise IndexingError(f"{op}: advanced (array) indices separated by slices are not supported; index in two steps")
     try:
         np.broadcast_to(np.empty((), dtype=bool), shape)[idx]  # validates bounds without copying x
     except IndexError as e:
-        raise IndexError(f"{op}: index {idx!r} does not fit an array of shape {shape}: {e}") from None
+        raise IndexingError(f"{op}: index {idx!r} does not fit an array of shape {shape}: {e}") from None
     return idx
 
 
