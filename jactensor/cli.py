@@ -134,6 +134,51 @@ def _check_formula(args):
     return 0 if rep.ok else 1
 
 
+def _vit(args):
+    import time
+    from .models.train import DEFAULTS, gradient_check, load_digits_split, train
+    from .models.vit import ViTConfig, accuracy, count_params, load_params, save_params
+    if args.check:
+        return 0 if gradient_check(seed=args.seed or 0, with_torch=not args.no_torch) else 1
+    try:
+        data = load_digits_split()
+    except ImportError as e:
+        print(f"jactensor vit: {e}", file=sys.stderr)
+        return 2
+    defaults = ViTConfig()
+    cfg = ViTConfig(patch=args.patch or defaults.patch, width=args.width or defaults.width,
+                    depth=defaults.depth if args.depth is None else args.depth, heads=args.heads or defaults.heads)
+    try:
+        cfg.validate()
+        params = None
+        if args.load:
+            params, cfg_loaded = load_params(args.load)
+            if any(v is not None for v in (args.patch, args.width, args.depth, args.heads)) and cfg_loaded != cfg:
+                raise ValueError(f"ViT: {args.load!r} holds a {cfg_loaded}; drop the size options or match them")
+            cfg = cfg_loaded
+    except (ValueError, FileNotFoundError) as e:
+        print(f"jactensor vit: {e}", file=sys.stderr)
+        return 2
+    epochs = args.epochs if args.epochs is not None else (0 if args.load else DEFAULTS["epochs"])
+    seed = DEFAULTS["seed"] if args.seed is None else args.seed
+    Xtr, Xte, ytr, yte = data
+    n = count_params(params) if params is not None else count_params(__import__(
+        "jactensor.models.vit", fromlist=["init_params"]).init_params(cfg, seed))
+    print(f"ViT {cfg}: {n:,} parameters; digits {len(ytr)} train / {len(yte)} test; {epochs} epochs, "
+          f"batch {args.batch_size}, lr {args.lr}, seed {seed}", flush=True)
+    t0 = time.perf_counter()
+    if epochs:
+        params, hist = train(cfg, epochs=epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, params=params,
+                             data=data, progress=not args.no_progress, weight_decay=args.weight_decay)
+        print(f"trained in {time.perf_counter() - t0:.1f} s; final train loss {hist['loss'][-1]:.4f}, "
+              f"train accuracy {hist['train_acc'][-1]:.4f}", flush=True)
+    if args.save:
+        save_params(args.save, params, cfg)
+        print(f"parameters saved to {args.save}", flush=True)
+    print(f"test accuracy: {accuracy(params, Xte, yte, cfg):.4f}")
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="jactensor", description="Explicit Jacobian tensors for tensor programs.")
     sub = p.add_subparsers(dest="command")
@@ -170,6 +215,23 @@ def build_parser():
     f.add_argument("--d", type=int, default=2)
     f.add_argument("--seed", type=int, default=0)
     f.set_defaults(func=_check_formula)
+    from .models.train import DEFAULTS
+    v = sub.add_parser("vit", help="train a vision transformer on scikit-learn's 8x8 digits (VJP path + Adam)")
+    v.add_argument("--epochs", type=int, help=f"default {DEFAULTS['epochs']} (0 with --load: just evaluate)")
+    v.add_argument("--width", type=int, help="token width (default 48)")
+    v.add_argument("--depth", type=int, help="encoder blocks (default 2)")
+    v.add_argument("--heads", type=int, help="attention heads (default 4; must divide width)")
+    v.add_argument("--patch", type=int, help="patch size (default 4; must divide 8)")
+    v.add_argument("--seed", type=int, help=f"default {DEFAULTS['seed']}")
+    v.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    v.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    v.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
+    v.add_argument("--save", help="store the parameters with np.savez")
+    v.add_argument("--load", help="read parameters saved with --save")
+    v.add_argument("--check", action="store_true", help="gradient check on a tiny configuration, then exit")
+    v.add_argument("--no-torch", action="store_true", help="with --check: skip the PyTorch cross-check")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.set_defaults(func=_vit)
     return p
 
 

@@ -148,13 +148,13 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 def _gelu(x, approximate=True):
     if approximate:
-        return 0.5 * x * (1.0 + np.tanh(_C * (x + 0.044715 * x ** 3)))
+        return 0.5 * x * (1.0 + np.tanh(_C * (x + 0.044715 * x * x * x)))
     return 0.5 * x * (1.0 + _erf_impl(x * _INV_SQRT2))
 
 
 def _gelu_deriv(ans, x, approximate=True):
     if approximate:
-        th = tanh(_C * (x + 0.044715 * x ** 3))
+        th = tanh(_C * (x + 0.044715 * x * x * x))
         return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * _C * (1.0 + 3 * 0.044715 * x * x)
     return 0.5 * (1.0 + erf(x * _INV_SQRT2)) + x * exp(-0.5 * x * x) * _INV_SQRT_2PI
 

@@ -242,7 +242,10 @@ getitem = defprimitive(
 
 def _scatter_impl(g, idx, shape, nb):
     out = np.zeros(shape)
-    np.add.at(out, _batched(idx, nb), g)
+    if all(_is_basic(i) for i in idx):
+        out[_batched(idx, nb)] = g  # basic indices never repeat an entry
+    else:
+        np.add.at(out, _batched(idx, nb), g)  # integer arrays may: accumulate
     return out
 
 
