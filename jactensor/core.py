@@ -89,7 +89,11 @@ class Primitive:
     # ---- binding ----------------------------------------------------------------
     def _bind(self, args, kwargs):
         inputs, params = self.bind(*args, **kwargs)
-        return tuple(as_input(self.name, k, x) for k, x in enumerate(inputs)), params
+        checked = []
+        for k, x in enumerate(inputs):
+            checked.append(x if (type(x) is np.ndarray and x.dtype is _F64 and not config.check_nan)
+                           or type(x) is Tracer else as_input(self.name, k, x))
+        return checked, params
 
     def __call__(self, *args, **kwargs):
         """The forward value (plain numpy outside transforms; recorded inside them)."""
@@ -103,10 +107,26 @@ class Primitive:
                 top = x.level
         if not top:
             return self.forward(inputs, params)
-        vals = tuple(x.value if type(x) is Tracer and x.level == top else x for x in inputs)
-        ans = self.apply(vals, params)
-        parents = tuple((k, x) for k, x in enumerate(inputs) if type(x) is Tracer and x.level == top)
+        vals, parents, nested = [], [], False
+        for k, x in enumerate(inputs):
+            if type(x) is Tracer and x.level == top:
+                parents.append((k, x))
+                x = x.value
+            nested = nested or type(x) is Tracer
+            vals.append(x)
+        ans = self.apply(vals, params) if nested else self.forward(vals, params)
         return Tracer(ans, Node(self, params, vals, ans, parents), top)
+
+    def bound(self, *inputs, **params):
+        """Internal call with already-bound params: numpy straight away unless an input is traced.
+
+        Derivative rules use it (and numpy operators, methods and ufuncs, which Tracers also
+        implement), so a rule costs plain numpy when nothing is being traced around it.
+        """
+        for x in inputs:
+            if type(x) is Tracer:
+                return self.apply(inputs, params)
+        return self.impl(*inputs, **params)
 
     def forward(self, inputs, params):
         try:

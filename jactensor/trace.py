@@ -11,6 +11,7 @@ import numpy as np
 __all__ = ["Tracer", "Node", "new_level", "toposort", "getval"]
 
 _levels = itertools.count(1)
+_seq = itertools.count()  # creation order of nodes: parents are always created before children
 
 
 def new_level():
@@ -21,10 +22,11 @@ def new_level():
 class Node:
     """One primitive application: inputs (unwrapped at this level), params, result, parent Tracers."""
 
-    __slots__ = ("prim", "params", "args", "ans", "parents", "__weakref__")
+    __slots__ = ("prim", "params", "args", "ans", "parents", "seq", "__weakref__")
 
     def __init__(self, prim, params, args, ans, parents):
         self.prim, self.params, self.args, self.ans, self.parents = prim, params, args, ans, parents
+        self.seq = next(_seq)
 
 
 class Tracer:
@@ -140,23 +142,26 @@ def getval(x):
 
 def toposort(outputs):
     """Nodes reachable from the output Tracers' nodes, parents before children."""
-    order, seen = [], set()
-    stack = [(n, False) for n in outputs if n is not None]
+    seen = {}
+    stack = [n for n in outputs if n is not None]
     while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
+        node = stack.pop()
+        if node.seq in seen:
             continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
+        seen[node.seq] = node
         for _, parent in node.parents:
-            if parent.node is not None and id(parent.node) not in seen:
-                stack.append((parent.node, False))
-    return order
+            p = parent.node
+            if p is not None and p.seq not in seen:
+                stack.append(p)
+    return [seen[k] for k in sorted(seen)]  # creation order is a topological order
+
+
+_registry = None
 
 
 def _p(name):
-    from .core import registry
-    return registry[name]
+    global _registry  # the registry is filled at import; look it up once (cycle: core imports trace)
+    if _registry is None:
+        from .core import registry
+        _registry = registry
+    return _registry[name]

@@ -139,8 +139,10 @@ def backward(tr, cotangents):
         if g is None:
             continue
         prim = node.prim
+        rules = prim.vjp_rules
         for k, parent in node.parents:
-            c = prim._rule(prim.vjp_rules, "VJP", k)(g, node.ans, *node.args, **node.params)
+            rule = rules[k] if k < len(rules) else None
+            c = (rule or prim._rule(rules, "VJP", k))(g, node.ans, *node.args, **node.params)
             p = id(parent.node)
             cot[p] = c if p not in cot else cot[p] + c
     return [[cot.get(id(t.node)) for t in arg] for arg in tr.inputs]

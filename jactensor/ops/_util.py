@@ -3,7 +3,13 @@ import numpy as np
 
 from ..errors import AxisError
 
-__all__ = ["norm_axes", "unbroadcast", "expand_to", "nbatch", "battery"]
+__all__ = ["norm_axes", "unbroadcast", "expand_to", "nbatch", "battery", "bcast"]
+
+
+def bcast(x, shape):
+    """broadcast_to inside rules: numpy's view, or the primitive for a traced value."""
+    from .shape import broadcast_to
+    return broadcast_to.bound(x, shape=tuple(shape))
 
 
 def norm_axes(op, axis, ndim, allow_none=True):
@@ -29,31 +35,32 @@ def norm_axes(op, axis, ndim, allow_none=True):
 
 def nbatch(g, ans):
     """Number of leading batch axes a cotangent carries beyond the output's shape."""
-    return np.ndim(g) - np.ndim(ans)
+    return g.ndim - ans.ndim
 
 
 def unbroadcast(x, shape, nb):
     """Sum ``x`` (batch + broadcast shape) back to batch + ``shape``."""
-    from .reduce import sum as _sum
     shape = tuple(shape)
-    extra = np.ndim(x) - nb - len(shape)
+    xs = x.shape
+    if xs[nb:] == shape:
+        return x
+    extra = len(xs) - nb - len(shape)
     if extra > 0:
-        x = _sum(x, axis=tuple(range(nb, nb + extra)))
-    xs = np.shape(x)
+        x = x.sum(axis=tuple(range(nb, nb + extra)))
+    xs = x.shape
     axes = tuple(nb + i for i, n in enumerate(shape) if n == 1 and xs[nb + i] != 1)
     if axes:
-        x = _sum(x, axis=axes, keepdims=True)
+        x = x.sum(axis=axes, keepdims=True)
     return x
 
 
 def expand_to(t, shape, ndim):
     """Reshape a tangent (batch + shape) to batch + (1,)*k + shape so it broadcasts to ndim axes."""
-    from .shape import reshape
     k = ndim - len(shape)
     if k <= 0:
         return t
-    nb = np.ndim(t) - len(shape)
-    return reshape(t, np.shape(t)[:nb] + (1,) * k + tuple(shape))
+    nb = t.ndim - len(shape)
+    return t.reshape(t.shape[:nb] + (1,) * k + tuple(shape))
 
 
 # ---- input batteries: 0-d, 1-d, 2-d, batched and broadcast cases ---------------------------

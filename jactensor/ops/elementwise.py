@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..core import broadcast_jacobian, defprimitive, unary_jacobian
 from ..trace import getval
-from ._util import battery, expand_to, nbatch, sample, unbroadcast
+from ._util import battery, bcast, expand_to, nbatch, sample, unbroadcast
 
 __all__ = ["negative", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu", "erf",
            "add", "subtract", "multiply", "divide", "power"]
@@ -22,6 +22,8 @@ def _bind_unary(x):
 
 def _binder(name):
     def bind(a, b):
+        if type(a) is float or type(b) is float or isinstance(a, (int, float)) or isinstance(b, (int, float)):
+            return (a, b), {}
         sa, sb = np.shape(a), np.shape(b)
         if sa != sb:
             try:
@@ -50,23 +52,23 @@ def defbinary(name, impl, derivs, formula, domains=("real", "real"), doc=""):
     def jac(k):
         def rule(ans, a, b):
             d = derivs[k](ans, a, b)
-            return broadcast_jacobian(_dval(d), np.shape(ans), np.shape((a, b)[k]), coef=_dcoef(d))
+            return broadcast_jacobian(_dval(d), ans.shape, (a, b)[k].shape, coef=_dcoef(d))
         return rule
 
     def vjp(k):
         def rule(g, ans, a, b):
             d = derivs[k](ans, a, b)
-            return unbroadcast(g if d is None else g * d, np.shape((a, b)[k]), nbatch(g, ans))
+            return unbroadcast(g if d is None else g * d, (a, b)[k].shape, nbatch(g, ans))
         return rule
 
     def jvp(k):
         def rule(t, ans, a, b):
             x = (a, b)[k]
             d = derivs[k](ans, a, b)
-            y = expand_to(t, np.shape(x), np.ndim(ans))
+            y = expand_to(t, x.shape, ans.ndim)
             y = y if d is None else y * d
-            full = np.shape(t)[:np.ndim(t) - np.ndim(x)] + np.shape(ans)
-            return y if np.shape(y) == full else broadcast_to(y, full)
+            full = t.shape[:t.ndim - x.ndim] + ans.shape
+            return y if y.shape == full else bcast(y, full)
         return rule
 
     return defprimitive(name, impl, bind=_binder(name), formula=formula, doc=doc,
@@ -80,11 +82,6 @@ def _dval(d):
 
 def _dcoef(d):
     return d if isinstance(d, float) else 1.0
-
-
-def broadcast_to(x, shape):
-    from .shape import broadcast_to as b
-    return b(x, shape)
 
 
 # ---- unary -------------------------------------------------------------------------------
@@ -138,7 +135,7 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 erf = defunary(
     "erf", lambda x: np.asarray(_erf_impl(x), dtype=np.float64),
-    lambda ans, x: _TWO_OVER_SQRT_PI * exp(-(x * x)),
+    lambda ans, x: _TWO_OVER_SQRT_PI * np.exp(-(x * x)),
     "dY[i..]/dX[j..] = delta(i..,j..) 2/sqrt(pi) exp(-X[i..]^2)", doc="Gauss error function.")
 
 _C = math.sqrt(2.0 / math.pi)
@@ -154,9 +151,9 @@ def _gelu(x, approximate=True):
 
 def _gelu_deriv(ans, x, approximate=True):
     if approximate:
-        th = tanh(_C * (x + 0.044715 * x * x * x))
+        th = np.tanh(_C * (x + 0.044715 * x * x * x))
         return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * _C * (1.0 + 3 * 0.044715 * x * x)
-    return 0.5 * (1.0 + erf(x * _INV_SQRT2)) + x * exp(-0.5 * x * x) * _INV_SQRT_2PI
+    return 0.5 * (1.0 + erf.bound(x * _INV_SQRT2)) + x * np.exp(-0.5 * x * x) * _INV_SQRT_2PI
 
 
 def _bind_gelu(x, approximate=True):
@@ -194,7 +191,7 @@ divide = defbinary(
     domains=("real", "nonzero"), doc="a / b elementwise with numpy broadcasting.")
 
 power = defbinary(
-    "power", np.power, (lambda ans, a, b: b * a ** (b - 1.0), lambda ans, a, b: ans * log(a)),
+    "power", np.power, (lambda ans, a, b: b * a ** (b - 1.0), lambda ans, a, b: ans * np.log(a)),
     "dZ[i..]/dA[j..] = delta(i..,j..) B A^(B-1);  dZ[i..]/dB[j..] = delta(i..,j..) A^B log(A)",
     domains=("positive", "real"),
     doc="a ** b elementwise. A Python scalar exponent is a constant (power(x, 2)); an array exponent "

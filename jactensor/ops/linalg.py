@@ -39,7 +39,8 @@ def _bind_matmul(a, b):
                          f"(a's last, {ka}; b's {'second-to-last' if len(sb) > 1 else 'only'}, {kb}) differ. "
                          f"Did you mean a @ b.T?")
     try:
-        np.broadcast_shapes(sa[:-2], sb[:-2])
+        if len(sa) > 2 and len(sb) > 2:
+            np.broadcast_shapes(sa[:-2], sb[:-2])
     except ValueError:
         raise ShapeError(f"matmul: batch dimensions {sa[:-2]} and {sb[:-2]} of shapes {sa} and {sb} "
                          f"do not broadcast") from None
@@ -64,66 +65,60 @@ def _matmul_jac(k):
 
 
 def _swap(x):
-    from .shape import transpose
-    n = np.ndim(x)
-    return transpose(x, tuple(range(n - 2)) + (n - 1, n - 2))
+    return x.swapaxes(-1, -2)
 
 
 def _add_axis(x, where):
-    from .shape import reshape
-    s = np.shape(x)
-    return reshape(x, s + (1,) if where == -1 else s[:-1] + (1,) + s[-1:])
+    s = x.shape
+    return x.reshape(s + (1,) if where == -1 else s[:-1] + (1,) + s[-1:])
 
 
 def _drop_axis(x, where):
-    from .shape import reshape
-    s = list(np.shape(x))
+    s = list(x.shape)
     del s[where]
-    return reshape(x, tuple(s))
+    return x.reshape(tuple(s))
 
 
 def _matmul_vjp_a(g, ans, a, b):
     nb = nbatch(g, ans)
-    if np.ndim(b) == 1:               # out[..., i] = a[..., i, k] b[k]  (or both 1-d)
+    if b.ndim == 1:               # out[..., i] = a[..., i, k] b[k]  (or both 1-d)
         ga = _add_axis(g, -1) * b
-    elif np.ndim(a) == 1:             # out[..., j] = a[k] b[..., k, j]
-        ga = _drop_axis(matmul(b, _add_axis(g, -1)), -1)
+    elif a.ndim == 1:             # out[..., j] = a[k] b[..., k, j]
+        ga = _drop_axis(b @ _add_axis(g, -1), -1)
     else:
-        ga = matmul(g, _swap(b))
-    return unbroadcast(ga, np.shape(a), nb)
+        ga = g @ _swap(b)
+    return unbroadcast(ga, a.shape, nb)
 
 
 def _matmul_vjp_b(g, ans, a, b):
     nb = nbatch(g, ans)
-    if np.ndim(a) == 1 and np.ndim(b) == 1:
+    if a.ndim == 1 and b.ndim == 1:
         gb = _add_axis(g, -1) * a
-    elif np.ndim(a) == 1:             # gb[..., k, j] = a[k] g[..., j]
+    elif a.ndim == 1:             # gb[..., k, j] = a[k] g[..., j]
         gb = _add_axis(a, -1) * _add_axis(g, -2)
-    elif np.ndim(b) == 1:             # gb[k] = sum a[..., i, k] g[..., i]
-        gb = _drop_axis(matmul(_swap(a), _add_axis(g, -1)), -1)
+    elif b.ndim == 1:             # gb[k] = sum a[..., i, k] g[..., i]
+        gb = _drop_axis(_swap(a) @ _add_axis(g, -1), -1)
     else:
-        gb = matmul(_swap(a), g)
-    return unbroadcast(gb, np.shape(b), nb)
+        gb = _swap(a) @ g
+    return unbroadcast(gb, b.shape, nb)
 
 
 def _matmul_jvp_a(t, ans, a, b):
-    from .shape import reshape
-    batch = np.shape(t)[:np.ndim(t) - np.ndim(a)]
-    if np.ndim(a) == 1:               # a row vector per batch entry, aligned with b's batch axes
-        t = reshape(t, batch + (1,) * max(np.ndim(b) - 2, 0) + (1,) + np.shape(a))
+    batch = t.shape[:t.ndim - a.ndim]
+    if a.ndim == 1:               # a row vector per batch entry, aligned with b's batch axes
+        t = t.reshape(batch + (1,) * max(b.ndim - 2, 0) + (1,) + a.shape)
     else:
-        t = expand_to(t, np.shape(a), np.ndim(ans) + (np.ndim(b) == 1))
-    return reshape(matmul(t, b), batch + np.shape(ans))
+        t = expand_to(t, a.shape, ans.ndim + (b.ndim == 1))
+    return (t @ b).reshape(batch + ans.shape)
 
 
 def _matmul_jvp_b(t, ans, a, b):
-    from .shape import reshape
-    batch = np.shape(t)[:np.ndim(t) - np.ndim(b)]
-    if np.ndim(b) == 1:               # a column vector per batch entry, aligned with a's batch axes
-        t = reshape(t, batch + (1,) * max(np.ndim(a) - 2, 0) + np.shape(b) + (1,))
+    batch = t.shape[:t.ndim - b.ndim]
+    if b.ndim == 1:               # a column vector per batch entry, aligned with a's batch axes
+        t = t.reshape(batch + (1,) * max(a.ndim - 2, 0) + b.shape + (1,))
     else:
-        t = expand_to(t, np.shape(b), np.ndim(ans) + (np.ndim(a) == 1))
-    return reshape(matmul(a, t), batch + np.shape(ans))
+        t = expand_to(t, b.shape, ans.ndim + (a.ndim == 1))
+    return (a @ t).reshape(batch + ans.shape)
 
 
 matmul = defprimitive(
@@ -201,7 +196,7 @@ def _einsum_impl(*operands, ins, out):
 
 def _labels_einsum(operands, ins, out):
     """einsum on integer labels (used by the rules, so they stay differentiable)."""
-    return einsum.apply(tuple(operands), {"ins": tuple(map(tuple, ins)), "out": tuple(out)})
+    return einsum.bound(*operands, ins=tuple(map(tuple, ins)), out=tuple(out))
 
 
 def _einsum_vjp(k):

@@ -9,10 +9,7 @@ from ..core import defprimitive
 from ..errors import LabelError, ShapeError
 from ..jacobian import Jacobian
 from ..trace import getval
-from ._util import expand_to, nbatch, norm_axes, sample, unary_shapes, unbroadcast
-from .elementwise import exp, sqrt
-from .reduce import mean, sum
-from .shape import broadcast_to, reshape
+from ._util import bcast, expand_to, nbatch, norm_axes, sample, unary_shapes, unbroadcast
 
 __all__ = ["softmax", "log_softmax", "layer_norm", "cross_entropy", "mse"]
 
@@ -63,8 +60,8 @@ softmax = defprimitive(
     formula="dS[k..,i]/dX[k'..,j] = delta(k..,k'..) S[k..,i] (delta(i,j) - S[k..,j])   (i, j along axis)",
     doc="exp(x) / sum(exp(x)) along ``axis`` (int, tuple, or None for the whole array), computed stably.",
     jac=[_softmax_jac],
-    vjp=[lambda g, ans, x, axis: ans * (g - sum(g * ans, axis=axis, keepdims=True))],
-    jvp=[lambda t, ans, x, axis: ans * (t - sum(t * ans, axis=axis, keepdims=True))],
+    vjp=[lambda g, ans, x, axis: ans * (g - (g * ans).sum(axis=axis, keepdims=True))],
+    jvp=[lambda t, ans, x, axis: ans * (t - (t * ans).sum(axis=axis, keepdims=True))],
     battery=lambda rng, n: [((sample(rng, s),), {"axis": a}) for s, a in
                             [((n,), -1), ((3, n), -1), ((3, n), None), ((3, n), 0), ((2, n, 3), (0, 2))]])
 
@@ -82,8 +79,8 @@ log_softmax = defprimitive(
     formula="dL[k..,i]/dX[k'..,j] = delta(k..,k'..) (delta(i,j) - S[k..,j]),  S = softmax(X)",
     doc="x - logsumexp(x) along ``axis``, computed stably.",
     jac=[_log_softmax_jac],
-    vjp=[lambda g, ans, x, axis: g - exp(ans) * sum(g, axis=axis, keepdims=True)],
-    jvp=[lambda t, ans, x, axis: t - sum(t * exp(ans), axis=axis, keepdims=True)],
+    vjp=[lambda g, ans, x, axis: g - np.exp(ans) * g.sum(axis=axis, keepdims=True)],
+    jvp=[lambda t, ans, x, axis: t - (t * np.exp(ans)).sum(axis=axis, keepdims=True)],
     battery=lambda rng, n: [((sample(rng, s),), {"axis": a}) for s, a in
                             [((n,), -1), ((3, n), -1), ((3, n), None), ((2, n, 3), 1)]])
 
@@ -105,8 +102,8 @@ def _bind_layer_norm(x, gamma=1.0, beta=0.0, eps=1e-5):
 
 def _stats(x, eps):
     """xhat and 1/sigma along the last axis, with primitives (so the rules differentiate again)."""
-    xc = x - mean(x, axis=-1, keepdims=True)
-    rstd = 1.0 / sqrt(mean(xc * xc, axis=-1, keepdims=True) + eps)
+    xc = x - x.mean(axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
     return xc * rstd, rstd
 
 
@@ -129,12 +126,12 @@ def _ln_jac_x(ans, x, gamma, beta, eps):
 def _ln_vjp_x(g, ans, x, gamma, beta, eps):
     xhat, rstd = _stats(x, eps)
     gg = g * gamma
-    return rstd * (gg - mean(gg, axis=-1, keepdims=True) - xhat * mean(gg * xhat, axis=-1, keepdims=True))
+    return rstd * (gg - gg.mean(axis=-1, keepdims=True) - xhat * (gg * xhat).mean(axis=-1, keepdims=True))
 
 
 def _ln_jvp_x(t, ans, x, gamma, beta, eps):
     xhat, rstd = _stats(x, eps)
-    return gamma * rstd * (t - mean(t, axis=-1, keepdims=True) - xhat * mean(t * xhat, axis=-1, keepdims=True))
+    return gamma * rstd * (t - t.mean(axis=-1, keepdims=True) - xhat * (t * xhat).mean(axis=-1, keepdims=True))
 
 
 def _ln_battery(rng, n):
@@ -157,7 +154,7 @@ layer_norm = defprimitive(
          lambda g, ans, x, gamma, beta, eps: unbroadcast(g, np.shape(beta), nbatch(g, ans))],
     jvp=[_ln_jvp_x,
          lambda t, ans, x, gamma, beta, eps: expand_to(t, np.shape(gamma), np.ndim(ans)) * _stats(x, eps)[0],
-         lambda t, ans, x, gamma, beta, eps: broadcast_to(
+         lambda t, ans, x, gamma, beta, eps: bcast(
              expand_to(t, np.shape(beta), np.ndim(ans)), np.shape(t)[:np.ndim(t) - np.ndim(beta)] + np.shape(ans))],
     battery=_ln_battery)
 
@@ -201,16 +198,16 @@ def _cross_entropy(logits, labels):
 def _ce_grad(logits, labels):
     """dL/dlogits = (softmax(logits) - onehot) / N, with primitives (differentiable again)."""
     n = max(int(np.prod(np.shape(logits)[:-1], dtype=np.int64)), 1)
-    return (softmax(logits, axis=-1) - _onehot(labels, np.shape(logits)[-1])) * (1.0 / n)
+    return (softmax.bound(logits, axis=(-1,)) - _onehot(labels, np.shape(logits)[-1])) * (1.0 / n)
 
 
 def _ce_vjp(g, ans, logits, labels):
     nb = nbatch(g, ans)
-    return reshape(g, np.shape(g)[:nb] + (1,) * np.ndim(logits)) * _ce_grad(logits, labels)
+    return g.reshape(np.shape(g)[:nb] + (1,) * np.ndim(logits)) * _ce_grad(logits, labels)
 
 
 def _ce_jvp(t, ans, logits, labels):
-    return sum(t * _ce_grad(logits, labels), axis=tuple(range(-np.ndim(logits), 0)))
+    return (t * _ce_grad(logits, labels)).sum(axis=tuple(range(-np.ndim(logits), 0)))
 
 
 cross_entropy = defprimitive(
@@ -256,7 +253,7 @@ def _mse_vjp(k):
     def rule(g, ans, pred, target):
         d = _mse_d(k)(pred, target)
         nb = nbatch(g, ans)
-        return unbroadcast(reshape(g, np.shape(g)[:nb] + (1,) * np.ndim(d)) * d, np.shape((pred, target)[k]), nb)
+        return unbroadcast(g.reshape(np.shape(g)[:nb] + (1,) * np.ndim(d)) * d, np.shape((pred, target)[k]), nb)
     return rule
 
 
@@ -264,7 +261,7 @@ def _mse_jvp(k):
     def rule(t, ans, pred, target):
         d = _mse_d(k)(pred, target)
         x = (pred, target)[k]
-        return sum(expand_to(t, np.shape(x), np.ndim(d)) * d, axis=tuple(range(-np.ndim(d), 0)))
+        return (expand_to(t, np.shape(x), np.ndim(d)) * d).sum(axis=tuple(range(-np.ndim(d), 0)))
     return rule
 
 

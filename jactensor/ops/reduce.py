@@ -9,7 +9,7 @@ import numpy as np
 from ..core import defprimitive
 from ..jacobian import Jacobian
 from ..trace import getval
-from ._util import norm_axes, sample, unary_shapes
+from ._util import bcast, norm_axes, sample, unary_shapes
 
 __all__ = ["sum", "mean", "max"]
 
@@ -36,9 +36,8 @@ def _kept_shape(shape, axis):
 
 def _expand(g, ans, x, axis, keepdims):
     """Cotangent (batch + out) reshaped to batch + keepdims shape, ready to broadcast over x."""
-    from .shape import reshape
     nb = np.ndim(g) - np.ndim(ans)
-    return g if keepdims else reshape(g, np.shape(g)[:nb] + _kept_shape(np.shape(x), axis))
+    return g if keepdims else g.reshape(np.shape(g)[:nb] + _kept_shape(np.shape(x), axis))
 
 
 def _count(x, axis):
@@ -60,9 +59,8 @@ def _reduce_battery(rng, n):
 
 
 def _broadcast_back(g, ans, x, axis, keepdims):
-    from .shape import broadcast_to
     nb = np.ndim(g) - np.ndim(ans)
-    return broadcast_to(_expand(g, ans, x, axis, keepdims), np.shape(g)[:nb] + np.shape(x))
+    return bcast(_expand(g, ans, x, axis, keepdims), np.shape(g)[:nb] + np.shape(x))
 
 
 def _sum_jac(scale):
@@ -78,7 +76,7 @@ sum = defprimitive(
     doc="Sum over ``axis`` (int, tuple or None), numpy semantics incl. keepdims.",
     jac=[_sum_jac(lambda x, axis: 1.0)],
     vjp=[lambda g, ans, x, axis, keepdims: _broadcast_back(g, ans, x, axis, keepdims)],
-    jvp=[lambda t, ans, x, axis, keepdims: sum(t, axis=axis, keepdims=keepdims)],
+    jvp=[lambda t, ans, x, axis, keepdims: t.sum(axis=axis, keepdims=keepdims)],
     battery=_reduce_battery)
 
 mean = defprimitive(
@@ -87,7 +85,7 @@ mean = defprimitive(
     doc="Mean over ``axis`` (int, tuple or None), numpy semantics incl. keepdims.",
     jac=[_sum_jac(lambda x, axis: 1.0 / _count(x, axis))],
     vjp=[lambda g, ans, x, axis, keepdims: _broadcast_back(g, ans, x, axis, keepdims) * (1.0 / _count(x, axis))],
-    jvp=[lambda t, ans, x, axis, keepdims: mean(t, axis=axis, keepdims=keepdims)],
+    jvp=[lambda t, ans, x, axis, keepdims: t.mean(axis=axis, keepdims=keepdims)],
     battery=_reduce_battery)
 
 
@@ -110,6 +108,6 @@ max = defprimitive(
     doc="Maximum over ``axis``; tied maxima share the derivative equally.",
     jac=[_max_jac],
     vjp=[lambda g, ans, x, axis, keepdims: _expand(g, ans, x, axis, keepdims) * _argmax_mask(ans, x, axis, keepdims)],
-    jvp=[lambda t, ans, x, axis, keepdims: sum(t * _argmax_mask(ans, x, axis, keepdims), axis=axis,
-                                               keepdims=keepdims)],
+    jvp=[lambda t, ans, x, axis, keepdims: (t * _argmax_mask(ans, x, axis, keepdims)).sum(axis=axis,
+                                                                                           keepdims=keepdims)],
     battery=_reduce_battery)

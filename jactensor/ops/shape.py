@@ -8,7 +8,7 @@ import numpy as np
 from ..core import PerArg, broadcast_jacobian, defprimitive
 from ..errors import AxisError, IndexingError, ShapeError
 from ..jacobian import Jacobian
-from ._util import expand_to, nbatch, norm_axes, sample, unary_shapes, unbroadcast
+from ._util import bcast, expand_to, nbatch, norm_axes, sample, unary_shapes, unbroadcast
 
 __all__ = ["reshape", "transpose", "broadcast_to", "getitem", "scatter_add", "concatenate"]
 
@@ -77,8 +77,8 @@ reshape = defprimitive(
     formula="dY[i..]/dX[j..] = delta(flat(i..), flat(j..))   (row-major flat index)",
     doc="numpy reshape (one -1 allowed).",
     jac=[_reshape_jac],
-    vjp=[lambda g, ans, x, shape: reshape(g, np.shape(g)[:nbatch(g, ans)] + np.shape(x))],
-    jvp=[lambda t, ans, x, shape: reshape(t, np.shape(t)[:np.ndim(t) - np.ndim(x)] + tuple(shape))],
+    vjp=[lambda g, ans, x, shape: g.reshape(np.shape(g)[:nbatch(g, ans)] + np.shape(x))],
+    jvp=[lambda t, ans, x, shape: t.reshape(np.shape(t)[:np.ndim(t) - np.ndim(x)] + tuple(shape))],
     battery=lambda rng, n: [((sample(rng, (n, 6)),), {"shape": (3, 2 * n)}),
                             ((sample(rng, (2, n, 3)),), {"shape": (-1,)}),
                             ((sample(rng, (n,)),), {"shape": (1, n, 1)}),
@@ -99,7 +99,7 @@ def _bind_transpose(x, axes=None):
 
 
 def _transpose_batched(g, nb, perm):
-    return transpose(g, tuple(range(nb)) + tuple(nb + a for a in perm))
+    return g.transpose(tuple(range(nb)) + tuple(nb + int(a) for a in perm))
 
 
 transpose = defprimitive(
@@ -132,8 +132,8 @@ broadcast_to = defprimitive(
     doc="numpy broadcast_to (a read-only view forward).",
     jac=[lambda ans, x, shape: broadcast_jacobian(None, tuple(shape), np.shape(x))],
     vjp=[lambda g, ans, x, shape: unbroadcast(g, np.shape(x), nbatch(g, ans))],
-    jvp=[lambda t, ans, x, shape: broadcast_to(expand_to(t, np.shape(x), len(shape)),
-                                               np.shape(t)[:np.ndim(t) - np.ndim(x)] + tuple(shape))],
+    jvp=[lambda t, ans, x, shape: bcast(expand_to(t, np.shape(x), len(shape)),
+                                        np.shape(t)[:np.ndim(t) - np.ndim(x)] + tuple(shape))],
     battery=lambda rng, n: [((sample(rng, (n, 1)),), {"shape": (2, n, 3)}),
                             ((sample(rng, ()),), {"shape": (n,)}),
                             ((sample(rng, (n,)),), {"shape": (n,)})])
@@ -231,8 +231,9 @@ getitem = defprimitive(
     formula="dY[i..]/dX[j..] = [X[j..] is the entry Y[i..] reads]   (a 0/1 selection per axis)",
     doc="x[idx]: basic indexing (ints, slices, None, Ellipsis) and integer/bool arrays.",
     jac=[_getitem_jac],
-    vjp=[lambda g, ans, x, idx: scatter_add(g, idx, np.shape(g)[:nbatch(g, ans)] + np.shape(x), nb=nbatch(g, ans))],
-    jvp=[lambda t, ans, x, idx: getitem(t, _batched(idx, np.ndim(t) - np.ndim(x)))],
+    vjp=[lambda g, ans, x, idx: scatter_add.bound(g, idx=idx, shape=np.shape(g)[:nbatch(g, ans)] + np.shape(x),
+                                                  nb=nbatch(g, ans))],
+    jvp=[lambda t, ans, x, idx: getitem.bound(t, idx=_batched(idx, np.ndim(t) - np.ndim(x)))],
     battery=lambda rng, n: [((sample(rng, (n, 4)),), {"idx": (slice(None), 1)}),
                             ((sample(rng, (n + 2, 3)),), {"idx": slice(1, None, 2)}),
                             ((sample(rng, (2, n, 3)),), {"idx": (Ellipsis, None, 0)}),
@@ -270,9 +271,9 @@ scatter_add = defprimitive(
     doc="zeros(shape) with g added at [(:,)*nb + idx] (nb leading batch axes); getitem's adjoint, "
         "repeated indices accumulate.",
     jac=[_scatter_jac],
-    vjp=[lambda h, ans, g, idx, shape, nb: getitem(h, _batched(idx, nbatch(h, ans) + nb))],
-    jvp=[lambda t, ans, g, idx, shape, nb: scatter_add(t, idx, np.shape(t)[:np.ndim(t) - np.ndim(g)] + shape,
-                                                       nb=np.ndim(t) - np.ndim(g) + nb)],
+    vjp=[lambda h, ans, g, idx, shape, nb: getitem.bound(h, idx=_batched(idx, nbatch(h, ans) + nb))],
+    jvp=[lambda t, ans, g, idx, shape, nb: scatter_add.bound(t, idx=idx, shape=np.shape(t)[:np.ndim(t) - np.ndim(g)]
+                                                             + shape, nb=np.ndim(t) - np.ndim(g) + nb)],
     battery=lambda rng, n: [((sample(rng, (n,)), (slice(None), 1), (n, 4)), {}),
                             ((sample(rng, (3,)), (np.array([0, n, 0]),), (n + 1,)), {}),
                             ((sample(rng, (2, 3)), (slice(1, 4),), (2, n + 4)), {"nb": 1})])
@@ -316,7 +317,7 @@ def _concat_jac(k):
 def _concat_vjp(k):
     def rule(g, ans, *arrays, axis):
         offs, _ = _concat_offsets(arrays, axis)
-        return getitem(g, (Ellipsis, slice(int(offs[k]), int(offs[k + 1]))) + (slice(None),) * (-axis - 1))
+        return g[(Ellipsis, slice(int(offs[k]), int(offs[k + 1]))) + (slice(None),) * (-axis - 1)]
     return rule
 
 
@@ -324,7 +325,7 @@ def _concat_jvp(k):
     def rule(t, ans, *arrays, axis):
         batch = np.shape(t)[:np.ndim(t) - np.ndim(arrays[k])]
         parts = [t if j == k else np.zeros(batch + np.shape(a)) for j, a in enumerate(arrays)]
-        return concatenate(parts, axis=axis)
+        return concatenate.bound(*parts, axis=axis)
     return rule
 
 
