@@ -179,6 +179,16 @@ def _vit(args):
     return 0
 
 
+def _bench(args):
+    from .bench import run
+    mode = "smoke" if args.smoke else ("quick" if args.quick else "full")
+    res = run(mode, out_dir=args.out, use_peers=not args.no_peers, progress=not args.no_progress)
+    bad = [t for t in res["targets"] if t["met"] is False]
+    for t in bad:
+        print(f"target missed: {t['target']} (ratio {t['ratio']:.2f})", file=sys.stderr)
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="jactensor", description="Explicit Jacobian tensors for tensor programs.")
     sub = p.add_subparsers(dest="command")
@@ -232,6 +242,13 @@ def build_parser():
     v.add_argument("--no-torch", action="store_true", help="with --check: skip the PyTorch cross-check")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.set_defaults(func=_vit)
+    b = sub.add_parser("bench", help="benchmarks: full Jacobian vs VJP, contraction order, peers (JSON, table, plots)")
+    b.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (under two minutes)")
+    b.add_argument("--smoke", action="store_true", help="the smallest sizes, for tests (seconds)")
+    b.add_argument("--out", default="benchmarks/results", help="output folder (default benchmarks/results)")
+    b.add_argument("--no-peers", action="store_true", help="skip jax, torch and autograd even if installed")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=_bench)
     return p
 
 

@@ -417,14 +417,22 @@ def _term_paths(t):
     return opt, fwd, rev, keep
 
 
-def _contract_with_plan(J):
-    """Contract every term of a lazy product, never costlier than the cheaper sequential order."""
+ORDERS = ("best", "forward", "reverse")
+
+
+def _contract_with_plan(J, order="best"):
+    """Contract every term of a lazy product. order="best": the cheapest of opt_einsum's path and
+    the two sequential orders (so never costlier than forward or reverse accumulation);
+    "forward" / "reverse": force that sequential order (for measuring the contrast)."""
+    if order not in ORDERS:
+        raise ValueError(f"chain: order must be one of {ORDERS}; got {order!r}")
     chosen = forward = reverse = _c.ZERO_COST
     terms = []
     for t in J.terms:
         opt, fwd, rev, keep = _term_paths(t)
         forward, reverse = forward + fwd, reverse + rev
-        best = min((opt, None), (rev, "rev"), (fwd, "fwd"), key=lambda x: x[0].flops)
+        best = {"forward": (fwd, "fwd"), "reverse": (rev, "rev")}.get(order) or \
+            min((opt, None), (rev, "rev"), (fwd, "fwd"), key=lambda x: x[0].flops)
         cost, which = best
         chosen = chosen + cost
         if not t.factors or (len(t.factors) == 1 and t.factors[0][1] == keep):
@@ -445,7 +453,7 @@ def _contract_with_plan(J):
     return out
 
 
-def chain(*jacobians, dense=False):
+def chain(*jacobians, dense=False, order="best"):
     """Compose Jacobians, outermost first as in f(g(h(x))): ``chain(df/dg, dg/dh, dh/dx)``.
 
     Neighbours are contracted over their shared intermediate shape; the result has
@@ -453,13 +461,14 @@ def chain(*jacobians, dense=False):
     term and opt_einsum picks the order (forward, reverse or mixed), never costlier than
     the cheaper of forward and reverse accumulation. ``result.plan`` reports the FLOPs.
 
-    ``dense=True`` materialises every Jacobian first (the naive route, for contrast).
+    ``dense=True`` materialises every Jacobian first (the naive route, for contrast);
+    ``order="forward"`` or ``"reverse"`` forces that accumulation order.
     """
     jacs = list(jacobians)
     _check_chain(jacs)
     if dense:
         jacs = [J.densified() for J in jacs]
-    return _contract_with_plan(lazy_chain(jacs))
+    return _contract_with_plan(lazy_chain(jacs), order)
 
 
 def chain_plan(*jacobians, dense=False):

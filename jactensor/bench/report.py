@@ -1,0 +1,135 @@
+"""Markdown tables and PNG plots of the benchmark results."""
+import os
+
+__all__ = ["markdown", "plots"]
+
+
+def _us(s):
+    if s is None:
+        return "-"
+    us = s * 1e6
+    return f"{us:,.0f}" if us >= 100 else f"{us:.1f}"
+
+
+def _mib(b):
+    return "-" if b is None else (f"{b / 2**20:,.2f}" if b < 2**30 else f"{b / 2**20:,.0f}")
+
+
+def markdown(res):
+    m = res["meta"]
+    lines = [f"# jactensor benchmarks ({m['mode']})", "",
+             f"float64, {m['statistic']}; one core ({m['pinning']}); versions: "
+             + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".", ""]
+    lines += ["## Targets (this run)", "", "| target | ratio (ours / theirs) | met |", "|---|---:|---|"]
+    for t in res["targets"]:
+        ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}"
+        met = "not measured" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {ratio} | {met} |")
+    lines += ["", "## Peers side by side (median microseconds per call)", ""]
+    recs = res["peers"]["records"]
+    for prob in dict.fromkeys(r["problem"] for r in recs):
+        sizes = list(dict.fromkeys((r["n"], r["d"]) for r in recs if r["problem"] == prob))
+        lines += [f"### {prob}", "", "| method | " + " | ".join(f"({n}, {d})" for n, d in sizes) + " |",
+                  "|---|" + "---:|" * len(sizes)]
+        for meth in dict.fromkeys(r["method"] for r in recs if r["problem"] == prob):
+            cells = []
+            for n, d in sizes:
+                r = next((r for r in recs if r["problem"] == prob and r["method"] == meth and r["n"] == n), None)
+                if r is None:
+                    cells.append("")
+                elif r.get("status") != "ok":
+                    cells.append("refused")
+                else:
+                    c = _us(r["seconds"])
+                    if "compile_seconds" in r:
+                        c += f" (+{r['compile_seconds']:.2f} s compile)"
+                    cells.append(c)
+            lines.append(f"| {meth} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Full Jacobian against VJP: gradient time and peak memory", "",
+              "| problem | n | d | route | time (us) | peak memory (MiB) | status |", "|---|---:|---:|---|---:|---:|---|"]
+    for r in res["full_vs_vjp"]["records"]:
+        lines.append(f"| {r['problem']} | {r['n']} | {r['d']} | {r['route']} | {_us(r.get('seconds'))} | "
+                     f"{_mib(r.get('peak_bytes'))} | {r.get('status', '')} |")
+    lines += ["", "Fitted powers of n (log-log slope over the largest sizes measured):", "",
+              "| problem / route | time slope | memory slope |", "|---|---:|---:|"]
+    for k, v in res["full_vs_vjp"]["slopes"].items():
+        f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+        lines.append(f"| {k} | {f(v['time'])} | {f(v['memory'])} |")
+    lines += ["", "## Contraction order (dense Jacobian chains)", "",
+              "| chain | sizes (input to output) | FLOPs chosen | forward | reverse | time chosen (us) | forward | "
+              "reverse |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for o in res["order"]:
+        fl, s = o["flops"], o["seconds"]
+        lines.append(f"| {o['chain']} | {o['sizes']} | {fl['chosen']:,} | {fl['forward']:,} | {fl['reverse']:,} | "
+                     f"{_us(s['chosen'])} | {_us(s['forward'])} | {_us(s['reverse'])} |")
+    for name, prof in res.get("profiles", {}).items():
+        lines += ["", f"## Profile of a missed target ({name}): where the time goes", "", "```", prof.strip(), "```"]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plots(res, out_dir):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    recs = [r for r in res["full_vs_vjp"]["records"] if r.get("status") == "ok"]
+    slopes = res["full_vs_vjp"]["slopes"]
+    for key, label, fname in (("seconds", "seconds per gradient", "full_vs_vjp_time.png"),
+                              ("peak_bytes", "peak bytes per gradient", "full_vs_vjp_memory.png")):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, prob in zip(axes, ("worked example", "attention")):
+            for route in dict.fromkeys(r["route"] for r in recs):
+                pts = [(r["n"], r[key]) for r in recs if r["problem"] == prob and r["route"] == route]
+                if not pts:
+                    continue
+                s = slopes.get(f"{prob} | {route}", {}).get("time" if key == "seconds" else "memory")
+                ax.loglog(*zip(*pts), "o-", label=f"{route} (slope {s:.1f})" if s is not None else route)
+            ax.set_title(f"{prob}: gradient, d = n/2")
+            ax.set_xlabel("n")
+            ax.set_ylabel(label)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, fname), dpi=110)
+        plt.close(fig)
+        written.append(os.path.join(out_dir, fname))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    names = [o["chain"] for o in res["order"]]
+    for k, (which, color) in enumerate((("chosen", "C2"), ("forward", "C0"), ("reverse", "C1"))):
+        ax.bar([i + (k - 1) * 0.27 for i in range(len(names))], [o["flops"][which] for o in res["order"]], 0.27,
+               label=which, color=color)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_ylabel("planned FLOPs")
+    ax.set_title("chain(): planned FLOPs by contraction order")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "order.png"), dpi=110)
+    plt.close(fig)
+    written.append(os.path.join(out_dir, "order.png"))
+    precs = [r for r in res["peers"]["records"] if r.get("status") == "ok"]
+    probs = list(dict.fromkeys(r["problem"] for r in precs if r["problem"].startswith("attention")))
+    if probs:
+        fig, axes = plt.subplots(1, len(probs), figsize=(6 * len(probs), 4.5))
+        axes = axes if len(probs) > 1 else [axes]
+        for ax, prob in zip(axes, probs):
+            sizes = list(dict.fromkeys(r["n"] for r in precs if r["problem"] == prob))
+            n = sizes[-2] if len(sizes) > 1 and prob.startswith("attention: full") else sizes[-1]
+            rows = sorted((r for r in precs if r["problem"] == prob and r["n"] == n), key=lambda r: r["seconds"])
+            ax.barh([r["method"] for r in rows], [r["seconds"] * 1e6 for r in rows],
+                    color=["C3" if r["method"].startswith("jactensor") else "C7" for r in rows])
+            ax.set_xscale("log")
+            ax.set_xlabel("median microseconds per call (one core)")
+            ax.set_title(f"{prob} at (n, d) = ({n}, {rows[0]['d'] if rows else ''})", fontsize=9)
+            ax.tick_params(axis="y", labelsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "peers.png"), dpi=110)
+        plt.close(fig)
+        written.append(os.path.join(out_dir, "peers.png"))
+    return written

@@ -1,0 +1,85 @@
+"""Timing and memory measurement: medians of repeats after a warm-up, each repeat long enough to time."""
+import gc
+import os
+import time
+import tracemalloc
+
+import numpy as np
+
+__all__ = ["pinned_to_one_core", "pin_one_core", "measure_time", "measure_peak", "fit_slope", "THREAD_ENV"]
+
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+              "TF_NUM_INTEROP_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+
+
+def pin_one_core():
+    """Pin this process (every thread of every library) to one core, and ask the libraries for one thread.
+
+    Environment flags alone do not stop XLA's large dots from using more cores, so the
+    process affinity is what makes the comparison single-threaded. Returns a description.
+    """
+    for k, v in THREAD_ENV.items():
+        os.environ.setdefault(k, v)
+    how = ["thread env vars (OMP/OPENBLAS/MKL/XLA)"]
+    if hasattr(os, "sched_setaffinity"):
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+        how.append(f"os.sched_setaffinity to core {cpu} (the whole process, XLA's threads included)")
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+        how.append("threadpoolctl limit 1")
+    except ImportError:
+        pass
+    return ", ".join(how)
+
+
+class pinned_to_one_core:
+    """Context manager: pin_one_core() inside, the previous CPU affinity restored after."""
+
+    def __enter__(self):
+        self.old = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        return pin_one_core()
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            os.sched_setaffinity(0, self.old)
+
+
+def measure_time(fn, repeats=7, min_time=0.02, max_loops=10_000):
+    """Median seconds per call: one warm-up call, then ``repeats`` repeats of enough loops to last min_time."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    loops = int(min(max_loops, max(1, min_time / once)))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        times.append((time.perf_counter() - t0) / loops)
+    return float(np.median(times))
+
+
+def measure_peak(fn):
+    """Peak bytes allocated by numpy/Python during one call (tracemalloc)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return int(peak)
+
+
+def fit_slope(ns, values, last=3):
+    """Slope of log(value) against log(n) over the last ``last`` points (the asymptotic power of n)."""
+    pts = [(n, v) for n, v in zip(ns, values) if v and v > 0][-last:]
+    if len(pts) < 2:
+        return None
+    x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    return float(np.polyfit(x, y, 1)[0])
