@@ -11,7 +11,9 @@ from .errors import (ArgnumError, AxisError, DTypeError, IndexingError, Jacobian
 from .jacobian import ChainPlan, Jacobian, chain, chain_plan
 from .ops import *  # noqa: F401,F403 - the primitives, numpy names
 from .ops import __all__ as _ops_all
-from .trace import getval
+from .trace import getval, install_operators
+
+install_operators(registry)
 
 __version__ = "0.1.0"
 

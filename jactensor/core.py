@@ -97,8 +97,33 @@ class Primitive:
 
     def __call__(self, *args, **kwargs):
         """The forward value (plain numpy outside transforms; recorded inside them)."""
-        inputs, params = self._bind(args, kwargs)
-        return self.apply(inputs, params)
+        inputs, params = self.bind(*args, **kwargs)
+        # fast path (the common case inside grad): float64 arrays, Python floats and Tracers of one
+        # level whose values are plain arrays; anything else goes through full validation
+        top, plain = 0, not config.check_nan
+        for x in inputs:
+            tx = type(x)
+            if tx is Tracer:
+                if x.level > top:
+                    top = x.level
+                if type(x.value) is Tracer:
+                    plain = False
+            elif not ((tx is np.ndarray and x.dtype is _F64) or tx is float):
+                plain = False
+        if not plain:
+            inputs, params = self._bind(args, kwargs)
+            return self.apply(inputs, params)
+        if not top:
+            return self.forward(inputs, params)
+        vals, parents = [], []
+        for k, x in enumerate(inputs):
+            if type(x) is Tracer:
+                if x.level == top:
+                    parents.append((k, x))
+                    x = x.value
+            vals.append(x)
+        ans = self.forward(vals, params)
+        return Tracer(ans, Node(self, params, vals, ans, parents), top)
 
     def apply(self, inputs, params):
         top = 0

@@ -39,8 +39,8 @@ class Tracer:
         self.value, self.node, self.level = value, node, level
 
     # numpy-like attributes
-    shape = property(lambda self: np.shape(self.value))
-    ndim = property(lambda self: np.ndim(self.value))
+    shape = property(lambda self: self.value.shape)  # values are arrays, numpy scalars or Tracers
+    ndim = property(lambda self: self.value.ndim)
     size = property(lambda self: np.size(self.value))
     dtype = property(lambda self: np.result_type(self.value))
     T = property(lambda self: _p("transpose")(self))
@@ -165,3 +165,17 @@ def _p(name):
         from .core import registry
         _registry = registry
     return _registry[name]
+
+
+def install_operators(registry):
+    """Bind Tracer's operators straight to the registered primitives (called once, after import)."""
+    r = registry
+    add, sub, mul, div, mm, pw = (r[n] for n in ("add", "subtract", "multiply", "divide", "matmul", "power"))
+    ops = {"__add__": lambda a, b: add(a, b), "__radd__": lambda a, b: add(b, a),
+           "__sub__": lambda a, b: sub(a, b), "__rsub__": lambda a, b: sub(b, a),
+           "__mul__": lambda a, b: mul(a, b), "__rmul__": lambda a, b: mul(b, a),
+           "__truediv__": lambda a, b: div(a, b), "__rtruediv__": lambda a, b: div(b, a),
+           "__matmul__": lambda a, b: mm(a, b), "__rmatmul__": lambda a, b: mm(b, a),
+           "__pow__": lambda a, b: pw(a, b), "__rpow__": lambda a, b: pw(b, a)}
+    for name, fn in ops.items():
+        setattr(Tracer, name, fn)

@@ -133,18 +133,22 @@ def backward(tr, cotangents):
             k = id(t.node)
             cot[k] = g if k not in cot else cot[k] + g
     for node in reversed(tr.nodes()):
-        if node.prim is None:
+        prim = node.prim
+        if prim is None:
             continue
         g = cot.pop(id(node), None)
         if g is None:
             continue
-        prim = node.prim
-        rules = prim.vjp_rules
+        rules, ans, args, params = prim.vjp_rules, node.ans, node.args, node.params
         for k, parent in node.parents:
-            rule = rules[k] if k < len(rules) else None
-            c = (rule or prim._rule(rules, "VJP", k))(g, node.ans, *node.args, **node.params)
+            try:
+                rule = rules[k]
+            except IndexError:
+                rule = None
+            c = (rule or prim._rule(rules, "VJP", k))(g, ans, *args, **params)
             p = id(parent.node)
-            cot[p] = c if p not in cot else cot[p] + c
+            old = cot.get(p)
+            cot[p] = c if old is None else old + c
     return [[cot.get(id(t.node)) for t in arg] for arg in tr.inputs]
 
 

@@ -7,9 +7,15 @@ __all__ = ["norm_axes", "unbroadcast", "expand_to", "nbatch", "battery", "bcast"
 
 
 def bcast(x, shape):
-    """broadcast_to inside rules: numpy's view, or the primitive for a traced value."""
-    from .shape import broadcast_to
-    return broadcast_to.bound(x, shape=tuple(shape))
+    """broadcast_to inside rules: a filled new array (cheaper than np.broadcast_to's Python wrapper,
+    and writable), or the primitive for a traced value."""
+    from ..trace import Tracer
+    if type(x) is Tracer:
+        from .shape import broadcast_to
+        return broadcast_to.apply((x,), {"shape": tuple(shape)})
+    out = np.empty(shape)
+    out[...] = x
+    return out
 
 
 def norm_axes(op, axis, ndim, allow_none=True):

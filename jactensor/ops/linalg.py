@@ -30,7 +30,8 @@ def _einsum_jacobian(out_shape, in_labels, out_labels, operands, k, coef=1.0):
 
 # ---- matmul ------------------------------------------------------------------------------
 def _bind_matmul(a, b):
-    sa, sb = np.shape(a), np.shape(b)
+    sa = a.shape if hasattr(a, "shape") else np.shape(a)
+    sb = b.shape if hasattr(b, "shape") else np.shape(b)
     if len(sa) == 0 or len(sb) == 0:
         raise ShapeError(f"matmul: operands must be at least 1-d; got shapes {sa} and {sb} (use multiply for scalars)")
     ka, kb = sa[-1], sb[-2] if len(sb) > 1 else sb[0]
