@@ -8,7 +8,7 @@ from ..errors import JacobianTooLargeError
 from ..jacobian import Jacobian, chain, chain_plan
 from ..transforms import grad, jacobian
 from . import problems as P
-from .timing import fit_slope, measure_peak, measure_time
+from .timing import fit_slope, measure_interleaved, measure_peak, measure_time
 
 __all__ = ["full_vs_vjp", "contraction_order", "peers", "ORDER_CHAINS"]
 
@@ -127,9 +127,10 @@ def peers(sizes=((8, 8), (32, 16), (64, 32)), worked_sizes=((3, 2), (64, 32)), r
     if "torch" in libs:
         import torch
         torch.set_num_threads(1)
-    records = []
+    records, pending = [], []
 
     def run(problem, n, d, method, fn, ref, compile_fn=None):
+        """Check one method's numbers now; its timing happens in flush(), interleaved with its group."""
         rec = {"problem": problem, "n": n, "d": d, "method": method}
         try:
             if compile_fn is not None:
@@ -139,15 +140,23 @@ def peers(sizes=((8, 8), (32, 16), (64, 32)), worked_sizes=((3, 2), (64, 32)), r
             out = fn()
             if not _allclose(out, ref):
                 raise AssertionError(f"{method} disagrees on {problem} at ({n}, {d})")
-            rec["seconds"] = measure_time(fn, repeats=repeats)
-            if compile_fn is not None:
-                rec["compile_seconds"] = max(rec["first_call_seconds"] - rec["seconds"], 0.0)
             rec["status"] = "ok"
+            pending.append((rec, fn))
         except JacobianTooLargeError as e:
             rec["status"] = f"refused: {str(e)[:80]}"
         records.append(rec)
-        if progress:
-            progress(f"{problem} ({n},{d}) {method}")
+
+    def flush():
+        for prob in dict.fromkeys(r["problem"] for r, _ in pending):
+            group = [(r, fn) for r, fn in pending if r["problem"] == prob]
+            times = measure_interleaved({r["method"]: fn for r, fn in group}, repeats=repeats)
+            for r, _ in group:
+                r["seconds"] = times[r["method"]]
+                if "first_call_seconds" in r:
+                    r["compile_seconds"] = max(r["first_call_seconds"] - r["seconds"], 0.0)
+                if progress:
+                    progress(f"{prob[:30]} ({r['n']},{r['d']}) {r['method']}")
+        pending.clear()
 
     for n, d in sizes:
         args = P.attention_args(n, d)
@@ -169,6 +178,7 @@ def peers(sizes=((8, 8), (32, 16), (64, 32)), worked_sizes=((3, 2), (64, 32)), r
         run(gprob, n, d, "jactensor grad (VJP path)", lambda: grad(P.attention_loss, argnums=(0, 1, 2, 3))(*args), gref)
         run(gprob, n, d, "numpy hand-written reverse pass", lambda: P.hand_attention_grad(*args), gref)
         _peer_runs(libs, run, prob, gprob, n, d, args, ref, gref)
+        flush()
     for n, d in worked_sizes:
         args = P.worked_args(n, d)
         wprob = "worked example: gradient w.r.t. Q, K"
@@ -178,64 +188,82 @@ def peers(sizes=((8, 8), (32, 16), (64, 32)), worked_sizes=((3, 2), (64, 32)), r
             lambda: jacobian(P.worked_loss, argnums=(0, 1))(*args), wref)
         run(wprob, n, d, "numpy closed form", lambda: P.hand_worked_grad(*args), wref)
         _peer_worked(libs, run, wprob, n, d, args, wref)
+        flush()
     return {"records": records, "libraries": libs}
 
 
 def _peer_runs(libs, run, prob, gprob, n, d, args, ref, gref):
-    if "jax" in libs:
-        import jax
-        att, loss, _ = P.peer_impls("jax")
-        ja = [jax.numpy.asarray(a) for a in args]
-        jr = jax.jit(jax.jacrev(att, argnums=(0, 1)))
-        jf = jax.jit(jax.jacfwd(att, argnums=(0, 1)))
-        jg = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
-        block = lambda out: jax.block_until_ready(out)  # noqa: E731
-        run(prob, n, d, "jax jit(jacrev)", lambda: block(jr(*ja)), ref, compile_fn=lambda: block(jr(*ja)))
-        run(prob, n, d, "jax jit(jacfwd)", lambda: block(jf(*ja)), ref, compile_fn=lambda: block(jf(*ja)))
-        run(gprob, n, d, "jax jit(grad)", lambda: block(jg(*ja)), gref, compile_fn=lambda: block(jg(*ja)))
-    if "torch" in libs:
-        import torch
-        from torch.func import jacfwd, jacrev
-        att, loss, _ = P.peer_impls("torch")
-        ta = [torch.tensor(a, dtype=torch.float64) for a in args]
-        run(prob, n, d, "torch.func.jacrev", lambda: [t.numpy() for t in jacrev(att, argnums=(0, 1))(*ta)], ref)
-        run(prob, n, d, "torch.func.jacfwd", lambda: [t.numpy() for t in jacfwd(att, argnums=(0, 1))(*ta)], ref)
-        leaves = [t.clone().requires_grad_(True) for t in ta]
+    # one function per library: each keeps its own closures (timing runs later, interleaved)
+    for lib in libs:
+        {"jax": _jax_runs, "torch": _torch_runs, "autograd": _autograd_runs}[lib](run, prob, gprob, n, d, args,
+                                                                                   ref, gref)
 
-        def backward():
-            for t in leaves:
-                t.grad = None
-            loss(*leaves).backward()
-            return [t.grad.numpy() for t in leaves]
-        run(gprob, n, d, "torch backward", backward, gref)
-    if "autograd" in libs:
-        import autograd
-        att, loss, _ = P.peer_impls("autograd")
-        run(prob, n, d, "HIPS autograd jacobian",
-            lambda: [autograd.jacobian(att, k)(*args) for k in (0, 1)], ref)
-        run(gprob, n, d, "HIPS autograd grad", lambda: autograd.grad(loss, (0, 1, 2, 3))(*args), gref)
+
+def _jax_runs(run, prob, gprob, n, d, args, ref, gref):
+    import jax
+    att, loss, _ = P.peer_impls("jax")
+    ja = [jax.numpy.asarray(a) for a in args]
+    jr = jax.jit(jax.jacrev(att, argnums=(0, 1)))
+    jf = jax.jit(jax.jacfwd(att, argnums=(0, 1)))
+    jg = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
+    block = jax.block_until_ready
+    run(prob, n, d, "jax jit(jacrev)", lambda: block(jr(*ja)), ref, compile_fn=lambda: block(jr(*ja)))
+    run(prob, n, d, "jax jit(jacfwd)", lambda: block(jf(*ja)), ref, compile_fn=lambda: block(jf(*ja)))
+    run(gprob, n, d, "jax jit(grad)", lambda: block(jg(*ja)), gref, compile_fn=lambda: block(jg(*ja)))
+
+
+def _torch_runs(run, prob, gprob, n, d, args, ref, gref):
+    import torch
+    from torch.func import jacfwd, jacrev
+    att, loss, _ = P.peer_impls("torch")
+    ta = [torch.tensor(a, dtype=torch.float64) for a in args]
+    run(prob, n, d, "torch.func.jacrev", lambda: [t.numpy() for t in jacrev(att, argnums=(0, 1))(*ta)], ref)
+    run(prob, n, d, "torch.func.jacfwd", lambda: [t.numpy() for t in jacfwd(att, argnums=(0, 1))(*ta)], ref)
+    leaves = [t.clone().requires_grad_(True) for t in ta]
+
+    def backward():
+        for t in leaves:
+            t.grad = None
+        loss(*leaves).backward()
+        return [t.grad.numpy() for t in leaves]
+    run(gprob, n, d, "torch backward", backward, gref)
+
+
+def _autograd_runs(run, prob, gprob, n, d, args, ref, gref):
+    import autograd
+    att, loss, _ = P.peer_impls("autograd")
+    run(prob, n, d, "HIPS autograd jacobian", lambda: [autograd.jacobian(att, k)(*args) for k in (0, 1)], ref)
+    run(gprob, n, d, "HIPS autograd grad", lambda: autograd.grad(loss, (0, 1, 2, 3))(*args), gref)
 
 
 def _peer_worked(libs, run, wprob, n, d, args, wref):
-    if "jax" in libs:
-        import jax
-        _, _, wl = P.peer_impls("jax")
-        ja = [jax.numpy.asarray(a) for a in args]
-        jg = jax.jit(jax.grad(wl, argnums=(0, 1)))
-        run(wprob, n, d, "jax jit(grad)", lambda: jax.block_until_ready(jg(*ja)), wref,
-            compile_fn=lambda: jax.block_until_ready(jg(*ja)))
-    if "torch" in libs:
-        import torch
-        _, _, wl = P.peer_impls("torch")
-        leaves = [torch.tensor(a, dtype=torch.float64, requires_grad=k < 2) for k, a in enumerate(args)]
+    for lib in libs:
+        {"jax": _jax_worked, "torch": _torch_worked, "autograd": _autograd_worked}[lib](run, wprob, n, d, args, wref)
 
-        def backward():
-            for t in leaves[:2]:
-                t.grad = None
-            wl(*leaves).backward()
-            return [t.grad.numpy() for t in leaves[:2]]
-        run(wprob, n, d, "torch backward", backward, wref)
-    if "autograd" in libs:
-        import autograd
-        _, _, wl = P.peer_impls("autograd")
-        run(wprob, n, d, "HIPS autograd grad", lambda: autograd.grad(wl, (0, 1))(*args), wref)
+
+def _jax_worked(run, wprob, n, d, args, wref):
+    import jax
+    _, _, wl = P.peer_impls("jax")
+    ja = [jax.numpy.asarray(a) for a in args]
+    jg = jax.jit(jax.grad(wl, argnums=(0, 1)))
+    run(wprob, n, d, "jax jit(grad)", lambda: jax.block_until_ready(jg(*ja)), wref,
+        compile_fn=lambda: jax.block_until_ready(jg(*ja)))
+
+
+def _torch_worked(run, wprob, n, d, args, wref):
+    import torch
+    _, _, wl = P.peer_impls("torch")
+    leaves = [torch.tensor(a, dtype=torch.float64, requires_grad=k < 2) for k, a in enumerate(args)]
+
+    def backward():
+        for t in leaves[:2]:
+            t.grad = None
+        wl(*leaves).backward()
+        return [t.grad.numpy() for t in leaves[:2]]
+    run(wprob, n, d, "torch backward", backward, wref)
+
+
+def _autograd_worked(run, wprob, n, d, args, wref):
+    import autograd
+    _, _, wl = P.peer_impls("autograd")
+    run(wprob, n, d, "HIPS autograd grad", lambda: autograd.grad(wl, (0, 1))(*args), wref)

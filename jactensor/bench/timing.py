@@ -6,7 +6,7 @@ import tracemalloc
 
 import numpy as np
 
-__all__ = ["pinned_to_one_core", "pin_one_core", "measure_time", "measure_peak", "fit_slope", "THREAD_ENV"]
+__all__ = ["pinned_to_one_core", "pin_one_core", "measure_time", "measure_interleaved", "measure_peak", "fit_slope", "THREAD_ENV"]
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
@@ -61,6 +61,26 @@ def measure_time(fn, repeats=7, min_time=0.02, max_loops=10_000):
             fn()
         times.append((time.perf_counter() - t0) / loops)
     return float(np.median(times))
+
+
+def measure_interleaved(fns, repeats=7, min_time=0.02, max_loops=10_000):
+    """Median seconds per call for several functions measured in alternating rounds, so a slow spell of
+    a noisy machine hits all of them alike (ratios from one run are what the benchmarks quote)."""
+    loops = {}
+    for name, fn in fns.items():
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        once = max(time.perf_counter() - t0, 1e-7)
+        loops[name] = int(min(max_loops, max(1, min_time / once)))
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(loops[name]):
+                fn()
+            times[name].append((time.perf_counter() - t0) / loops[name])
+    return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
 def measure_peak(fn):
