@@ -126,7 +126,8 @@ def plots(res, out_dir):
                     color=["C3" if r["method"].startswith("jactensor") else "C7" for r in rows])
             ax.set_xscale("log")
             ax.set_xlabel("median microseconds per call (one core)")
-            ax.set_title(f"{prob} at (n, d) = ({n}, {rows[0]['d'] if rows else ''})", fontsize=9)
+            ax.set_title(f"{prob.replace(': ', ':' + chr(10))}\nat (n, d) = ({n}, {rows[0]['d'] if rows else ''})",
+                         fontsize=9)
             ax.tick_params(axis="y", labelsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "peers.png"), dpi=110)
