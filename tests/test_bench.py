@@ -10,7 +10,7 @@ from jactensor.cli import main
 
 
 def test_bench_smoke_writes_json_table_and_plots(tmp_path, capsys):
-    assert main(["bench", "--smoke", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert main(["bench", "--smoke", "--out", str(tmp_path)]) == 0  # with the progress bar
     res = json.loads((tmp_path / "results.json").read_text())
     assert {"meta", "full_vs_vjp", "order", "peers", "targets"} <= set(res)
     assert all(r["status"] == "ok" or r["status"].startswith(("refused", "skipped"))

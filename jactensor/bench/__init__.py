@@ -119,7 +119,7 @@ def _run(mode, out_dir, use_peers, progress, write, pinned):
     cfg = MODES[mode]
     os.makedirs(out_dir, exist_ok=True)
     bar = _bar(progress)
-    step = (lambda msg: (bar.set_description(msg[:60]), bar.update(1))) if bar else None
+    step = (lambda msg: (bar.set_description(msg[:60]), bar.update(1))) if bar is not None else None
     t0 = time.perf_counter()
     results = {"meta": {"mode": mode, "pinning": pinned, "versions": _versions(), "machine": platform.machine(),
                         "cpus_visible": os.cpu_count(), "dtype": "float64",
@@ -129,7 +129,7 @@ def _run(mode, out_dir, use_peers, progress, write, pinned):
     results["order"] = suites.contraction_order(scale=cfg["scale_b"], repeats=cfg["repeats"])
     results["peers"] = suites.peers(cfg["peers"], cfg["worked"], repeats=cfg["repeats"], use_peers=use_peers,
                                     dense_limit_n=cfg["dense_limit_n"], progress=step)
-    if bar:
+    if bar is not None:
         bar.close()
     results["targets"] = check_targets(results)
     results["profiles"] = profiles_for_missed(results["targets"]) if mode != "smoke" else {}
