@@ -63,19 +63,7 @@ class Term:
 
     def compact(self, what="Jacobian"):
         """Contract all factors into one over the distinct axis labels they carry."""
-        if not self.factors:
-            return self
-        present = self.present()
-        keep = tuple(l for l in self.distinct() if l in present)
-        if len(self.factors) == 1 and self.factors[0][1] == keep:
-            return self
-        shapes = [a.shape for a, _ in self.factors]
-        labels = [ls for _, ls in self.factors]
-        cost = _c.plan(shapes, labels, keep)
-        check_bytes(cost.largest * ITEMSIZE, f"{what} (largest contraction intermediate)",
-                    (cost.largest,))
-        value = _c.contract([a for a, _ in self.factors], labels, keep)
-        return Term(self.coef, [(value, keep)], self.labels, self.sizes)
+        return contract_term(self, what)[0]
 
 
 def _normalise_factor(arr, labels, sizes):
@@ -420,34 +408,39 @@ def _term_paths(t):
 ORDERS = ("best", "forward", "reverse")
 
 
-def _contract_with_plan(J, order="best"):
-    """Contract every term of a lazy product. order="best": the cheapest of opt_einsum's path and
-    the two sequential orders (so never costlier than forward or reverse accumulation);
-    "forward" / "reverse": force that sequential order (for measuring the contrast)."""
+def contract_term(t, what="Jacobian", order="best"):
+    """Contract one term's factors into a single factor over the distinct axis labels they carry.
+
+    order="best": the cheapest of opt_einsum's path and the two sequential orders (so never
+    costlier than forward or reverse accumulation); "forward" / "reverse" force that order.
+    Returns (term, (chosen, forward, reverse) PathCosts). The memory guard runs first.
+    """
     if order not in ORDERS:
         raise ValueError(f"chain: order must be one of {ORDERS}; got {order!r}")
+    opt, fwd, rev, keep = _term_paths(t)
+    cost, which = {"forward": (fwd, "fwd"), "reverse": (rev, "rev")}.get(order) or \
+        min((opt, None), (rev, "rev"), (fwd, "fwd"), key=lambda x: x[0].flops)
+    if not t.factors or (len(t.factors) == 1 and t.factors[0][1] == keep):
+        return t, (cost, fwd, rev)
+    check_bytes(cost.largest * ITEMSIZE, f"{what} (largest contraction intermediate)", (cost.largest,))
+    check_bytes(int(np.prod([t.sizes[l] for l in keep], dtype=np.int64)) * ITEMSIZE,
+                f"{what} (contracted factor)", [t.sizes[l] for l in keep])
+    ops = [a for a, _ in t.factors]
+    labels = [ls for _, ls in t.factors]
+    if which == "fwd":
+        ops, labels = ops[::-1], labels[::-1]
+    value = _c.contract(ops, labels, keep, _c.sequential_path(len(ops)) if which else None)
+    return Term(t.coef, [(value, keep)], t.labels, t.sizes), (cost, fwd, rev)
+
+
+def _contract_with_plan(J, order="best"):
+    """Contract every term of a lazy product (see contract_term) and attach the summed ChainPlan."""
     chosen = forward = reverse = _c.ZERO_COST
     terms = []
     for t in J.terms:
-        opt, fwd, rev, keep = _term_paths(t)
-        forward, reverse = forward + fwd, reverse + rev
-        best = {"forward": (fwd, "fwd"), "reverse": (rev, "rev")}.get(order) or \
-            min((opt, None), (rev, "rev"), (fwd, "fwd"), key=lambda x: x[0].flops)
-        cost, which = best
-        chosen = chosen + cost
-        if not t.factors or (len(t.factors) == 1 and t.factors[0][1] == keep):
-            terms.append(t)
-            continue
-        check_bytes(cost.largest * ITEMSIZE, f"{J._what()} (largest contraction intermediate)", (cost.largest,))
-        check_bytes(int(np.prod([t.sizes[l] for l in keep], dtype=np.int64)) * ITEMSIZE,
-                    f"{J._what()} (contracted factor)", [t.sizes[l] for l in keep])
-        ops = [a for a, _ in t.factors]
-        labels = [ls for _, ls in t.factors]
-        if which == "fwd":
-            ops, labels = ops[::-1], labels[::-1]
-        path = _c.sequential_path(len(ops)) if which else None
-        value = _c.contract(ops, labels, keep, path)
-        terms.append(Term(t.coef, [(value, keep)], t.labels, t.sizes))
+        t, (c, f, r) = contract_term(t, J._what(), order)
+        chosen, forward, reverse = chosen + c, forward + f, reverse + r
+        terms.append(t)
     out = Jacobian(J.out_shape, J.in_shape, terms, name=J.name).compact()
     out.plan = ChainPlan(chosen, forward, reverse, len(J.terms), out.nbytes)
     return out

@@ -182,7 +182,7 @@ def _index_labels(idx, in_shape, out_shape):
     if not all(_is_basic(i) for i in idx):
         # general fallback: a one-hot map from each output entry to the input entry it reads
         pos = np.arange(int(np.prod(in_shape, dtype=np.int64))).reshape(in_shape)[idx]
-        onehot = (pos.reshape(-1, 1) == np.arange(pos.size and int(np.prod(in_shape)))).astype(np.float64)
+        onehot = (pos.reshape(-1, 1) == np.arange(int(np.prod(in_shape)))).astype(np.float64)
         onehot = onehot.reshape(tuple(out_shape) + tuple(in_shape))
         ol = [("o", k) for k in range(len(out_shape))]
         il = [("i", k) for k in range(len(in_shape))]
