@@ -18,7 +18,7 @@ import numpy as np
 from .config import config
 from .errors import DTypeError, NonFiniteError, NotDifferentiableError, ShapeError
 from .jacobian import Jacobian
-from .trace import Node, Tracer
+from .trace import Tracer
 
 __all__ = ["Primitive", "registry", "defprimitive", "Registry", "PerArg"]
 
@@ -123,7 +123,7 @@ class Primitive:
                     x = x.value
             vals.append(x)
         ans = self.forward(vals, params)
-        return Tracer(ans, Node(self, params, vals, ans, parents), top)
+        return Tracer(ans, top, self, params, vals, parents)
 
     def apply(self, inputs, params):
         top = 0
@@ -140,7 +140,7 @@ class Primitive:
             nested = nested or type(x) is Tracer
             vals.append(x)
         ans = self.apply(vals, params) if nested else self.forward(vals, params)
-        return Tracer(ans, Node(self, params, vals, ans, parents), top)
+        return Tracer(ans, top, self, params, vals, parents)
 
     def bound(self, *inputs, **params):
         """Internal call with already-bound params: numpy straight away unless an input is traced.

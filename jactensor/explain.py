@@ -61,24 +61,24 @@ def explain(f, *args, argnums=0):
     for a, arg in zip(nums, tr.inputs):
         base = pnames[a] if a < len(pnames) else f"arg{a}"
         for i, t in enumerate(arg):
-            names[id(t.node)] = base if len(arg) == 1 else f"{base}[{i}]"
+            names[t.seq] = base if len(arg) == 1 else f"{base}[{i}]"
     rows, full, structured, vjp_bytes = [], 0, 0, 0
     step = 0
     for node in tr.nodes():
         if node.prim is None:
-            vjp_bytes += int(np.size(node.ans)) * ITEMSIZE
+            vjp_bytes += int(np.size(node.value)) * ITEMSIZE
             continue
         step += 1
-        names[id(node)] = f"#{step}"
-        out_shape = np.shape(node.ans)
+        names[node.seq] = f"#{step}"
+        out_shape = np.shape(node.value)
         jacs, sizes = [], []
         for k, parent in node.parents:
             in_shape = np.shape(node.args[k])
-            jacs.append((names.get(id(parent.node), "?"), out_shape + in_shape))
+            jacs.append((names.get(parent.seq, "?"), out_shape + in_shape))
             nbytes = int(np.prod(out_shape + in_shape, dtype=np.int64)) * ITEMSIZE
             sizes.append(nbytes)
             full += nbytes
-            J = node.prim.jac_rules[k](node.ans, *node.args, **node.params)
+            J = node.prim.jac_rules[k](node.value, *node.args, **node.params)
             structured += J.stored_bytes
         vjp_bytes += int(np.prod(out_shape, dtype=np.int64)) * ITEMSIZE
         rows.append({"step": step, "prim": node.prim.name, "out": out_shape, "jacs": jacs, "bytes": sizes})

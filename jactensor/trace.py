@@ -8,10 +8,10 @@ import itertools
 
 import numpy as np
 
-__all__ = ["Tracer", "Node", "new_level", "toposort", "getval"]
+__all__ = ["Tracer", "new_level", "toposort", "getval"]
 
 _levels = itertools.count(1)
-_seq = itertools.count()  # creation order of nodes: parents are always created before children
+_seq = itertools.count()  # creation order of Tracers: parents are always created before children
 
 
 def new_level():
@@ -19,24 +19,22 @@ def new_level():
     return next(_levels)
 
 
-class Node:
-    """One primitive application: inputs (unwrapped at this level), params, result, parent Tracers."""
-
-    __slots__ = ("prim", "params", "args", "ans", "parents", "seq", "__weakref__")
-
-    def __init__(self, prim, params, args, ans, parents):
-        self.prim, self.params, self.args, self.ans, self.parents = prim, params, args, ans, parents
-        self.seq = next(_seq)
-
-
 class Tracer:
-    """A value being traced at ``level``; ``node`` is the primitive call that made it (None for inputs)."""
+    """A value being traced at ``level``, and the graph node that made it.
 
-    __slots__ = ("value", "node", "level")
+    A traced input has ``prim`` None; otherwise ``prim`` was applied with ``params`` to
+    ``args`` (the inputs unwrapped at this level), and ``parents`` lists (argnum, Tracer)
+    for the inputs traced at this level. ``seq`` is the creation order, which is a
+    topological order of the graph. One object per recorded call keeps tracing cheap.
+    """
+
+    __slots__ = ("value", "level", "prim", "params", "args", "parents", "seq")
     __array_priority__ = 1000
 
-    def __init__(self, value, node, level):
-        self.value, self.node, self.level = value, node, level
+    def __init__(self, value, level, prim=None, params=None, args=(), parents=()):
+        self.value, self.level, self.prim, self.params, self.args, self.parents = \
+            value, level, prim, params, args, parents
+        self.seq = next(_seq)
 
     # numpy-like attributes
     shape = property(lambda self: self.value.shape)  # values are arrays, numpy scalars or Tracers
@@ -141,17 +139,16 @@ def getval(x):
 
 
 def toposort(outputs):
-    """Nodes reachable from the output Tracers' nodes, parents before children."""
+    """Tracers reachable from the output Tracers, parents before children."""
     seen = {}
-    stack = [n for n in outputs if n is not None]
+    stack = list(outputs)
     while stack:
         node = stack.pop()
         if node.seq in seen:
             continue
         seen[node.seq] = node
-        for _, parent in node.parents:
-            p = parent.node
-            if p is not None and p.seq not in seen:
+        for _, p in node.parents:
+            if p.seq not in seen:
                 stack.append(p)
     return [seen[k] for k in sorted(seen)]  # creation order is a topological order
 

@@ -13,7 +13,7 @@ from .errors import ArgnumError, NotDifferentiableError, ShapeError
 from .contract import ZERO_COST as _ZERO
 from .jacobian import (ITEMSIZE, ChainPlan, Jacobian, Term, _contract_with_plan, _product, _ShapeOnly,
                        _term_paths, check_bytes)
-from .trace import Node, Tracer, new_level, toposort
+from .trace import Tracer, new_level, toposort
 
 __all__ = ["jacobian", "jacrev", "jacfwd", "hessian", "grad", "value_and_grad", "vjp", "jvp",
            "trace", "Traced", "tree_flatten", "tree_unflatten"]
@@ -86,7 +86,7 @@ class Traced:
         return tree_unflatten(self.out_def, [self.out_value(t) for t in self.outputs])
 
     def nodes(self):
-        return toposort([t.node for t in self.outputs if self.is_ours(t)])
+        return toposort([t for t in self.outputs if self.is_ours(t)])
 
 
 def trace(f, args, argnums=(0,), has_aux=False, name="trace"):
@@ -100,9 +100,7 @@ def trace(f, args, argnums=(0,), has_aux=False, name="trace"):
         for leaf in leaves:
             v = as_input(name, f"argument {a}", leaf)
             v = np.asarray(v) if type(v) is float else v
-            t = Tracer(v, None, level)
-            t.node = Node(None, None, (), v, ())
-            boxed.append(t)
+            boxed.append(Tracer(v, level))
         inputs.append(boxed)
         in_defs.append(d)
         args[a] = tree_unflatten(d, boxed)
@@ -130,26 +128,26 @@ def backward(tr, cotangents):
     cot = {}
     for t, g in zip(tr.outputs, cotangents):
         if g is not None and tr.is_ours(t):
-            k = id(t.node)
+            k = t.seq
             cot[k] = g if k not in cot else cot[k] + g
     for node in reversed(tr.nodes()):
         prim = node.prim
         if prim is None:
             continue
-        g = cot.pop(id(node), None)
+        g = cot.pop(node.seq, None)
         if g is None:
             continue
-        rules, ans, args, params = prim.vjp_rules, node.ans, node.args, node.params
+        rules, ans, args, params = prim.vjp_rules, node.value, node.args, node.params
         for k, parent in node.parents:
             try:
                 rule = rules[k]
             except IndexError:
                 rule = None
             c = (rule or prim._rule(rules, "VJP", k))(g, ans, *args, **params)
-            p = id(parent.node)
+            p = parent.seq
             old = cot.get(p)
             cot[p] = c if old is None else old + c
-    return [[cot.get(id(t.node)) for t in arg] for arg in tr.inputs]
+    return [[cot.get(t.seq) for t in arg] for arg in tr.inputs]
 
 
 def forward(tr, tangents):
@@ -159,20 +157,20 @@ def forward(tr, tangents):
     for arg, ts in zip(tr.inputs, tangents):
         for t, v in zip(arg, ts):
             if v is not None:
-                tan[id(t.node)] = v
+                tan[t.seq] = v
     for node in tr.nodes():
         if node.prim is None:
             continue
         acc = None
         for k, parent in node.parents:
-            v = tan.get(id(parent.node))
+            v = tan.get(parent.seq)
             if v is None:
                 continue
-            y = node.prim._rule(node.prim.jvp_rules, "JVP", k)(v, node.ans, *node.args, **node.params)
+            y = node.prim._rule(node.prim.jvp_rules, "JVP", k)(v, node.value, *node.args, **node.params)
             acc = y if acc is None else acc + y
         if acc is not None:
-            tan[id(node)] = acc
-    return [tan.get(id(t.node)) if tr.is_ours(t) else None for t in tr.outputs]
+            tan[node.seq] = acc
+    return [tan.get(t.seq) if tr.is_ours(t) else None for t in tr.outputs]
 
 
 def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False):
@@ -188,7 +186,7 @@ def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False):
     oshape = np.shape(tr.out_value(out))
     if not tr.is_ours(out):
         return [[None for _ in arg] for arg in tr.inputs]
-    adj = {id(out.node): Jacobian.identity(oshape, name="output")}
+    adj = {out.seq: Jacobian.identity(oshape, name="output")}
 
     def settle(J):
         J = plan_only(J) if symbolic else _contract_with_plan(J)
@@ -206,14 +204,14 @@ def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False):
     for node in reversed(tr.nodes()):
         if node.prim is None:
             continue
-        A = adj.pop(id(node), None)
+        A = adj.pop(node.seq, None)
         if A is None:
             continue
         for k, parent in node.parents:
-            if any(type(x) is Tracer for x in node.args) or type(node.ans) is Tracer:
+            if any(type(x) is Tracer for x in node.args) or type(node.value) is Tracer:
                 raise NotDifferentiableError("jacobian(method='chain') cannot run inside another transform; "
                                              "use method='rev' or 'fwd' (e.g. for hessian)")
-            Jk = node.prim._rule(node.prim.jac_rules, "Jacobian", k)(node.ans, *node.args, **node.params)
+            Jk = node.prim._rule(node.prim.jac_rules, "Jacobian", k)(node.value, *node.args, **node.params)
             Jk.name = f"{node.prim.name} w.r.t. argument {k}"
             if dense:
                 Jk = _shape_only_dense(Jk) if symbolic else Jk.densified()
@@ -222,13 +220,13 @@ def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False):
                 contrib = _product(A, Jk)
                 if len(contrib.terms) > config.max_terms:
                     contrib = settle(contrib)
-            p = id(parent.node)
+            p = parent.seq
             adj[p] = add(adj[p], contrib) if p in adj else contrib
     res = []
     for arg in tr.inputs:
         row = []
         for t in arg:
-            J = adj.get(id(t.node))
+            J = adj.get(t.seq)
             row.append(None if J is None else (J if _settled(J) else settle(J)))
         res.append(row)
     return res
