@@ -108,8 +108,8 @@ class Primitive:
                     top = x.level
                 if type(x.value) is Tracer:
                     plain = False
-            elif not ((tx is np.ndarray and x.dtype is _F64) or tx is float):
-                plain = False
+            elif not ((tx is np.ndarray and x.dtype is _F64) or tx is float or tx is int or tx is np.float64):
+                plain = False  # ints and numpy float scalars are constants the rules handle as they are
         if not plain:
             inputs, params = self._bind(args, kwargs)
             return self.apply(inputs, params)

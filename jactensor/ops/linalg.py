@@ -30,18 +30,22 @@ def _einsum_jacobian(out_shape, in_labels, out_labels, operands, k, coef=1.0):
 
 # ---- matmul ------------------------------------------------------------------------------
 def _bind_matmul(a, b):
-    sa = a.shape if hasattr(a, "shape") else np.shape(a)
-    sb = b.shape if hasattr(b, "shape") else np.shape(b)
-    if len(sa) == 0 or len(sb) == 0:
+    try:
+        sa, sb = a.shape, b.shape
+    except AttributeError:
+        sa, sb = np.shape(a), np.shape(b)
+    na, nb = len(sa), len(sb)
+    if na and nb and sa[-1] == sb[-2 if nb > 1 else 0] and (na <= 2 or nb <= 2):
+        return (a, b), {}  # the common case, checked cheaply
+    if na == 0 or nb == 0:
         raise ShapeError(f"matmul: operands must be at least 1-d; got shapes {sa} and {sb} (use multiply for scalars)")
-    ka, kb = sa[-1], sb[-2] if len(sb) > 1 else sb[0]
+    ka, kb = sa[-1], sb[-2] if nb > 1 else sb[0]
     if ka != kb:
         raise ShapeError(f"matmul: a has shape {sa} and b has shape {sb}: the contracted dimensions "
-                         f"(a's last, {ka}; b's {'second-to-last' if len(sb) > 1 else 'only'}, {kb}) differ. "
+                         f"(a's last, {ka}; b's {'second-to-last' if nb > 1 else 'only'}, {kb}) differ. "
                          f"Did you mean a @ b.T?")
     try:
-        if len(sa) > 2 and len(sb) > 2:
-            np.broadcast_shapes(sa[:-2], sb[:-2])
+        np.broadcast_shapes(sa[:-2], sb[:-2])
     except ValueError:
         raise ShapeError(f"matmul: batch dimensions {sa[:-2]} and {sb[:-2]} of shapes {sa} and {sb} "
                          f"do not broadcast") from None
