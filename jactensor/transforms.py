@@ -43,6 +43,8 @@ def tree_flatten(tree):
 
 
 def tree_unflatten(treedef, leaves):
+    if treedef is None:  # a single array, the common case
+        return leaves[0]
     it = iter(leaves)
     out = _build(treedef, it)
     return out

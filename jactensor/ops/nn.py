@@ -21,9 +21,9 @@ def _bind_axis(name):
 
 
 def _softmax(x, axis):
-    z = x - np.max(x, axis=axis, keepdims=True)  # stable at |x| = 1e3
+    z = x - x.max(axis=axis, keepdims=True)  # stable at |x| = 1e3
     e = np.exp(z)
-    return e / np.sum(e, axis=axis, keepdims=True)
+    return e / e.sum(axis=axis, keepdims=True)
 
 
 def _log_softmax(x, axis):

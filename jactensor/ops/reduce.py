@@ -71,7 +71,7 @@ def _sum_jac(scale):
 
 
 sum = defprimitive(
-    "sum", lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims), bind=_bind("sum"),
+    "sum", lambda x, axis, keepdims: x.sum(axis=axis, keepdims=keepdims), bind=_bind("sum"),
     formula="dY[k..]/dX[k'..,r..] = delta(k..,k'..)   (k: kept axes, r: summed axes)",
     doc="Sum over ``axis`` (int, tuple or None), numpy semantics incl. keepdims.",
     jac=[_sum_jac(lambda x, axis: 1.0)],
@@ -80,7 +80,7 @@ sum = defprimitive(
     battery=_reduce_battery)
 
 mean = defprimitive(
-    "mean", lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims), bind=_bind("mean"),
+    "mean", lambda x, axis, keepdims: x.mean(axis=axis, keepdims=keepdims), bind=_bind("mean"),
     formula="dY[k..]/dX[k'..,r..] = delta(k..,k'..) / N   (N: number of elements averaged)",
     doc="Mean over ``axis`` (int, tuple or None), numpy semantics incl. keepdims.",
     jac=[_sum_jac(lambda x, axis: 1.0 / _count(x, axis))],
@@ -103,7 +103,7 @@ def _max_jac(ans, x, axis, keepdims):
 
 
 max = defprimitive(
-    "max", lambda x, axis, keepdims: np.max(x, axis=axis, keepdims=keepdims), bind=_bind("max"),
+    "max", lambda x, axis, keepdims: x.max(axis=axis, keepdims=keepdims), bind=_bind("max"),
     formula="dY[k..]/dX[k'..,r..] = delta(k..,k'..) [X[k..,r..] = Y[k..]] / (number of maxima)",
     doc="Maximum over ``axis``; tied maxima share the derivative equally.",
     jac=[_max_jac],

@@ -90,7 +90,7 @@ reshape = defprimitive(
 def _bind_transpose(x, axes=None):
     n = np.ndim(x)
     if axes is None:
-        axes = tuple(range(n))[::-1]
+        return (x,), {"axes": tuple(range(n - 1, -1, -1))}
     axes = tuple(int(a) for a in axes)
     if sorted(a % n if n else a for a in axes) != list(range(n)) or any(not -n <= a < n for a in axes):
         raise AxisError(f"transpose: axes {axes} are not a permutation of the {n} axes of an input of shape "
