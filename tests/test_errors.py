@@ -115,3 +115,26 @@ def test_missing_rule_names_op_and_argument():
 def test_unknown_primitive_lists_the_valid_ones():
     with pytest.raises(KeyError, match="no primitive named 'softmx'; registered: .*softmax"):
         jt.registry["softmx"]
+
+
+@pytest.mark.parametrize("name", ["add", "subtract", "multiply", "divide", "power"])
+def test_every_binary_primitive_names_both_shapes(name):
+    with pytest.raises(jt.ShapeError, match=rf"{name}: a has shape \(2, 3\) and b has shape \(4,\).*broadcast"):
+        jt.registry[name](np.ones((2, 3)), np.ones(4))
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "softmax", "log_softmax"])
+def test_every_axis_primitive_names_the_axis(name):
+    with pytest.raises(jt.AxisError, match=rf"{name}: axis 3 is out of range for an input with 2 dimension"):
+        jt.registry[name](np.ones((2, 3)), axis=3)
+
+
+def test_scatter_add_shape_mismatch():
+    with pytest.raises(jt.ShapeError, match=r"scatter_add: values of shape \(3,\) do not fit .*expected values of shape \(2,\)"):
+        jt.scatter_add(np.ones(3), (slice(None), 0), (2, 4))
+
+
+def test_every_error_type_is_exported():
+    for name in ["ShapeError", "AxisError", "IndexingError", "DTypeError", "NonFiniteError", "JacobianTooLargeError",
+                 "LabelError", "ArgnumError", "NotDifferentiableError"]:
+        assert issubclass(getattr(jt, name), jt.JactensorError)
