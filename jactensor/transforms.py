@@ -129,7 +129,7 @@ def _strip(tree, level):
 def backward(tr, cotangents):
     """Reverse pass: cotangents (one per output leaf, None for zero; any leading batch axes)
     -> cotangents per input leaf (None where unreached). Only VJP rules run."""
-    cot, leaves, heap = {}, {}, []
+    cot, heap = {}, []
     for t, g in zip(tr.outputs, cotangents):
         if g is not None and tr.is_ours(t):
             k = t.seq

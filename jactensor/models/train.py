@@ -55,7 +55,7 @@ def train(cfg, epochs=30, batch_size=64, lr=3e-3, seed=0, params=None, data=None
     t0 = time.perf_counter()
     for epoch in range(epochs):
         order = rng.permutation(len(ytr))
-        losses, correct = [], 0
+        losses = []
         for s in range(0, len(ytr), batch_size):
             idx = order[s:s + batch_size]
             xb = shift_augment(Xtr[idx], rng, prob=aug_prob) if augment else Xtr[idx]

@@ -9,7 +9,7 @@ from ..core import defprimitive
 from ..errors import LabelError, ShapeError
 from ..jacobian import Jacobian
 from ..trace import getval
-from ._util import bcast, expand_to, nbatch, norm_axes, sample, unary_shapes, unbroadcast
+from ._util import bcast, expand_to, nbatch, norm_axes, sample, unbroadcast
 
 __all__ = ["softmax", "log_softmax", "layer_norm", "cross_entropy", "mse"]
 

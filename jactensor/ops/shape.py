@@ -8,7 +8,7 @@ import numpy as np
 from ..core import PerArg, broadcast_jacobian, defprimitive
 from ..errors import AxisError, IndexingError, ShapeError
 from ..jacobian import Jacobian
-from ._util import bcast, expand_to, nbatch, norm_axes, sample, unary_shapes, unbroadcast
+from ._util import bcast, expand_to, nbatch, norm_axes, sample, unbroadcast
 
 __all__ = ["reshape", "transpose", "broadcast_to", "getitem", "scatter_add", "concatenate"]
 
