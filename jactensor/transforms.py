@@ -5,8 +5,6 @@ an int argnums gives one result, a tuple gives a tuple; the Jacobian of an outpu
 leaf of shape O with respect to an input leaf of shape I has shape O + I; pytrees
 (tuples, lists, dicts) of arrays work as arguments and outputs.
 """
-from heapq import heappop, heappush
-
 import numpy as np
 
 from .config import config
@@ -129,21 +127,18 @@ def _strip(tree, level):
 def backward(tr, cotangents):
     """Reverse pass: cotangents (one per output leaf, None for zero; any leading batch axes)
     -> cotangents per input leaf (None where unreached). Only VJP rules run."""
-    cot, heap = {}, []
+    cot = {}
     for t, g in zip(tr.outputs, cotangents):
         if g is not None and tr.is_ours(t):
             k = t.seq
-            if k not in cot:
-                heappush(heap, (-k, t))
             cot[k] = g if k not in cot else cot[k] + g
-    # highest creation number first: every consumer of a node was created after it, so when a node
-    # comes off the heap all contributions to its cotangent are in (no separate topological sort)
-    while heap:
-        _, node = heappop(heap)
+    for node in reversed(tr.nodes()):
         prim = node.prim
         if prim is None:
             continue
-        g = cot.pop(node.seq)
+        g = cot.pop(node.seq, None)
+        if g is None:
+            continue
         rules, ans, args, params = prim.vjp_rules, node.value, node.args, node.params
         for k, parent in node.parents:
             try:
@@ -153,11 +148,7 @@ def backward(tr, cotangents):
             c = (rule or prim._rule(rules, "VJP", k))(g, ans, *args, **params)
             p = parent.seq
             old = cot.get(p)
-            if old is None:
-                cot[p] = c
-                heappush(heap, (-p, parent))
-            else:
-                cot[p] = old + c
+            cot[p] = c if old is None else old + c
     return [[cot.get(t.seq) for t in arg] for arg in tr.inputs]
 
 
