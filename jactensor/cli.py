@@ -15,6 +15,11 @@ def _check(args):
     from .testing import check
     import numpy as np
     names = args.ops or sorted(registry)
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        print(f"jactensor check: no primitive named {', '.join(unknown)}; registered: {', '.join(sorted(registry))}",
+              file=sys.stderr)
+        return 2
     rng = np.random.default_rng(args.seed)
     failed = 0
     for name in names:
@@ -67,6 +72,10 @@ def _explain(args, extra):
     if not args.op:
         raise SystemExit("jactensor explain: name a primitive (e.g. softmax) or --program attention; primitives: "
                          + ", ".join(sorted(registry)))
+    if args.op not in registry:
+        print(f"jactensor explain: no primitive named {args.op!r}; registered: {', '.join(sorted(registry))}",
+              file=sys.stderr)
+        return 2
     prim = registry[args.op]
     params = _parse_params(extra)
     rng = np.random.default_rng(args.seed)
@@ -260,9 +269,14 @@ def main(argv=None):
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if getattr(args, "takes_extra", False):
-        return args.func(args, extra)
-    return args.func(args)
+    from .errors import JactensorError
+    try:
+        if getattr(args, "takes_extra", False):
+            return args.func(args, extra)
+        return args.func(args)
+    except (JactensorError, TypeError) as e:  # bad input from the command line: say it, no traceback
+        print(f"jactensor {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

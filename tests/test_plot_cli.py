@@ -82,3 +82,18 @@ def test_console_script_runs_demo():
     r = subprocess.run([sys.executable, "-m", "jactensor", "demo", "--seed", "2"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "all routes agree" in r.stdout
+
+
+def test_cli_check_runs_the_three_way_check(capsys):
+    assert main(["check", "exp", "softmax", "matmul"]) == 0
+    out = capsys.readouterr().out
+    assert "softmax" in out and "ok" in out and "FAILED" not in out
+    assert main(["check", "nope"]) == 2
+    assert "no primitive named nope; registered:" in capsys.readouterr().err
+
+
+def test_cli_bad_input_is_a_message_not_a_traceback(capsys):
+    assert main(["explain", "softmax", "--shape", "3,3", "--axis", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "AxisError: softmax: axis 5 is out of range" in err and "Traceback" not in err
+    assert main(["explain", "softmx"]) == 2
