@@ -1,5 +1,6 @@
 """The ``jactensor`` command: demo (default), explain, check, check-formula, bench, vit."""
 import argparse
+import os
 import sys
 
 __all__ = ["main"]
@@ -274,6 +275,9 @@ def main(argv=None):
         if getattr(args, "takes_extra", False):
             return args.func(args, extra)
         return args.func(args)
+    except BrokenPipeError:  # e.g. `jactensor demo | head`: the reader left; stop quietly
+        sys.stderr = open(os.devnull, "w")
+        return 0
     except (JactensorError, TypeError) as e:  # bad input from the command line: say it, no traceback
         print(f"jactensor {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

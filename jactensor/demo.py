@@ -16,6 +16,8 @@ __all__ = ["run_demo", "format_matrix"]
 WRONG = "dS[i,j]/dQ[c,d] = delta(i,c) * K[d,j] - sum_s(A[i,j] * A[c,s] * K[d,s])"
 RIGHT = "dS[i,j]/dQ[c,d] = S[i,j] * (delta(i,c) * K[d,j] - sum_s(S[c,s] * K[d,s]))"
 RIGHT_ROW = "dS[i,j]/dQ[c,d] = delta(i,c) * S[i,j] * (K[d,j] - sum_s(S[i,s] * K[d,s]))"
+ONLY_S = "dS[i,j]/dQ[c,d] = delta(i,c) * K[d,j] - sum_s(S[i,j] * S[c,s] * K[d,s])"
+ONLY_FACTOR = "dS[i,j]/dQ[c,d] = S[i,j] * delta(i,c) * K[d,j] - sum_s(A[i,j] * A[c,s] * K[d,s])"
 
 
 def format_matrix(M, block=None, width=7, prec=4, zero="."):
@@ -149,6 +151,12 @@ def run_demo(seed=0, C=0.5, write=print):
         ok &= rep.ok == want
         write(f"   {label}  {formula}")
         write(_indent(str(rep), 6))
+        if label == "candidate":  # it is wrong twice: each fix alone still fails
+            for what, f1 in [("S in place of A only", ONLY_S), ("the factor S[i,j] only", ONLY_FACTOR)]:
+                r1 = check_formula(whole, f1, Q, K, env=env)
+                ok &= not r1.ok
+                write(f"      fixing {what:<24} -> {'CORRECT' if r1.ok else 'still WRONG'} "
+                      f"(max error {r1.max_error:.3g}): both mistakes must go")
 
     # 5. costs --------------------------------------------------------------------------------------
     write("\n5. Why nobody materialises these tensors: bytes held by each route (float64)")
