@@ -282,6 +282,17 @@ def _assemble(tr, per_out, single):
     return tree_unflatten(tr.out_def, leaves)
 
 
+def _check_batched(tr, m, name, what):
+    """The vectorised passes carry m basis vectors through every intermediate: refuse before starting
+    if the largest of those batched arrays would exceed the memory limit."""
+    biggest = max((t for t in tr.nodes()), key=lambda t: np.size(t.value), default=None)
+    if biggest is not None:
+        shape = (m,) + np.shape(biggest.value)
+        check_bytes(int(np.prod(shape, dtype=np.int64)) * ITEMSIZE,
+                    f"{name}: {m} batched {what} through the intermediate "
+                    f"{biggest.prim.name if biggest.prim else 'input'} of shape {np.shape(biggest.value)}", shape)
+
+
 def _jacobian_values(tr, method, dense, name):
     from .ops.shape import reshape, transpose
     outs = [np.shape(tr.out_value(t)) for t in tr.outputs]
@@ -301,6 +312,7 @@ def _jacobian_values(tr, method, dense, name):
     elif method == "rev":
         for o, os in enumerate(outs):
             m = int(np.prod(os, dtype=np.int64))
+            _check_batched(tr, m, name, "cotangents")
             cots = [None] * len(outs)
             cots[o] = np.eye(m).reshape((m,) + os)
             res = backward(tr, cots)
@@ -311,6 +323,7 @@ def _jacobian_values(tr, method, dense, name):
         for a, arg in enumerate(ins):
             for i, s in enumerate(arg):
                 m = int(np.prod(s, dtype=np.int64))
+                _check_batched(tr, m, name, "tangents")
                 tangents = [[None] * len(x) for x in ins]
                 tangents[a][i] = np.eye(m).reshape((m,) + s)
                 res = forward(tr, tangents)

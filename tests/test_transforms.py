@@ -233,3 +233,15 @@ def test_nested_jacobian_of_jacobian_matches_hessian(rng):
     np.testing.assert_allclose(H2, H1, atol=1e-14)
     with pytest.raises(jt.NotDifferentiableError, match="method='rev' or 'fwd'"):
         jt.jacobian(jt.jacobian(f, method="chain"), method="rev")(x)
+
+
+def test_memory_guard_counts_batched_intermediates_in_rev_and_fwd(rng):
+    """The final Jacobian (30,) x (30,) is small, but rev/fwd would carry 30 basis vectors through a
+    (30, 30, 30) intermediate: refused before starting."""
+    x = rng.normal(size=30)
+    f = lambda x: jt.sum(jt.tanh(x[:, None, None] * x[None, :, None] * x[None, None, :]), axis=(1, 2))  # noqa: E731
+    with jt.config.override(max_jacobian_bytes=1_000_000):
+        for m in ("rev", "fwd"):
+            with pytest.raises(jt.JacobianTooLargeError, match=r"30 batched .* intermediate .* \(30, 30, 30\)"):
+                jt.jacobian(f, method=m)(x)
+        assert jt.jacobian(f, method="chain")(x).shape == (30, 30)
