@@ -28,3 +28,13 @@ def test_readme_commands_are_literal():
     assert 'pip install -e ".[test]" && python -m pytest -q' in text
     ci = open(".ci/run").read()
     assert 'pip install -e ".[test]" && python -m pytest -q' in ci
+
+
+def test_readme_python_blocks_run(capsys):
+    import re
+    blocks = re.findall(r"```python\n(.*?)```", open("README.md").read(), re.S)
+    assert len(blocks) >= 3
+    ns = {}
+    for block in blocks:
+        exec(block, ns)  # noqa: S102 - our own README
+    assert ns["report"].ok and ns["JX"].shape == (8, 4, 8, 4)
