@@ -58,7 +58,11 @@ def defbinary(name, impl, derivs, formula, domains=("real", "real"), doc=""):
     def vjp(k):
         def rule(g, ans, a, b):
             d = derivs[k](ans, a, b)
-            return unbroadcast(g if d is None else g * d, (a, b)[k].shape, nbatch(g, ans))
+            y = g if d is None else g * d
+            shape = (a, b)[k].shape
+            if y.shape == shape:  # no broadcasting and no batch: nothing to sum
+                return y
+            return unbroadcast(y, shape, g.ndim - ans.ndim)
         return rule
 
     def jvp(k):

@@ -85,6 +85,8 @@ def _drop_axis(x, where):
 
 
 def _matmul_vjp_a(g, ans, a, b):
+    if a.ndim == 2 and b.ndim == 2 and g.ndim == 2:   # the common case: plain matrices
+        return g @ b.swapaxes(-1, -2)
     nb = nbatch(g, ans)
     if b.ndim == 1:               # out[..., i] = a[..., i, k] b[k]  (or both 1-d)
         ga = _add_axis(g, -1) * b
@@ -96,6 +98,8 @@ def _matmul_vjp_a(g, ans, a, b):
 
 
 def _matmul_vjp_b(g, ans, a, b):
+    if a.ndim == 2 and b.ndim == 2 and g.ndim == 2:
+        return a.swapaxes(-1, -2) @ g
     nb = nbatch(g, ans)
     if a.ndim == 1 and b.ndim == 1:
         gb = _add_axis(g, -1) * a
