@@ -39,7 +39,10 @@ def test_init_is_seeded_and_documented_counts():
     a, b = init_params(ViTConfig(), 3), init_params(ViTConfig(), 3)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["embed.W"], init_params(ViTConfig(), 4)["embed.W"])
-    assert count_params(a) == 39_610
+    P, D, H, T, C = 16, 48, 96, 4, 10  # patch pixels, width, MLP hidden, patches, classes (the defaults)
+    block = 4 * D + (D * 3 * D + 3 * D) + (D * D + D) + (D * H + H) + (H * D + D)
+    expected = (P * D + D) + D + (T + 1) * D + 2 * block + 2 * D + (D * C + C)
+    assert count_params(a) == expected
 
 
 def test_tiny_gradient_check_passes(capsys):
