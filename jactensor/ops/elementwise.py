@@ -130,10 +130,19 @@ relu = defunary(
     "dY[i..]/dX[j..] = delta(i..,j..) [X[i..] > 0]", domain="nonzero",
     doc="max(x, 0); the derivative at 0 is taken as 0 (as in JAX and PyTorch).")
 
-try:  # scipy's erf is vectorised; math.erf is the exact fallback (core deps are numpy + opt_einsum)
-    from scipy.special import erf as _erf_impl
-except ImportError:  # pragma: no cover - exercised only without scipy
-    _erf_impl = np.vectorize(math.erf, otypes=[np.float64])
+_erf_backend = []
+
+
+def _erf_impl(x):
+    """scipy's vectorised erf when installed (imported on first use: it costs ~0.2 s), else math.erf."""
+    if not _erf_backend:
+        try:
+            from scipy.special import erf as f
+        except ImportError:  # pragma: no cover - exercised only without scipy
+            f = np.vectorize(math.erf, otypes=[np.float64])
+        _erf_backend.append(f)
+    return _erf_backend[0](x)
+
 
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
