@@ -91,8 +91,9 @@ class Traced:
         return toposort([t for t in self.outputs if self.is_ours(t)])
 
 
-def trace(f, args, argnums=(0,), has_aux=False, name="trace"):
-    """Run ``f`` on ``args`` with the leaves of ``args[argnums]`` traced; returns a Traced."""
+def trace(f, args, argnums=(0,), has_aux=False, name="trace", kwargs=None):
+    """Run ``f`` on ``args`` with the leaves of ``args[argnums]`` traced (keyword arguments are passed
+    through as constants); returns a Traced."""
     level = new_level()
     args = list(args)
     inputs, in_defs = [], []
@@ -106,7 +107,7 @@ def trace(f, args, argnums=(0,), has_aux=False, name="trace"):
         inputs.append(boxed)
         in_defs.append(d)
         args[a] = tree_unflatten(d, boxed)
-    out = f(*args)
+    out = f(*args, **(kwargs or {}))
     aux = None
     if has_aux:
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
@@ -356,9 +357,9 @@ def jacobian(f, argnums=0, has_aux=False, method="chain", dense=False):
     array([[2., 0.],
            [0., 4.]])
     """
-    def jac_fn(*args):
+    def jac_fn(*args, **kwargs):
         nums, single = _argnums("jacobian", argnums, len(args))
-        tr = trace(f, args, nums, has_aux, "jacobian")
+        tr = trace(f, args, nums, has_aux, "jacobian", kwargs)
         per_out = _jacobian_values(tr, method, dense, "jacobian")
         res = _assemble(tr, per_out, single)
         return (res, tr.aux) if has_aux else res
@@ -379,11 +380,11 @@ def jacfwd(f, argnums=0, has_aux=False):
 def hessian(f, argnums=0, has_aux=False):
     """Second derivative, shape out.shape + in.shape + in.shape (JAX's convention): the Jacobian
     (forward mode) of the Jacobian (reverse mode), both through differentiable VJP/JVP rules."""
-    def hess_fn(*args):
+    def hess_fn(*args, **kwargs):
         nums, single = _argnums("hessian", argnums, len(args))
         inner = jacobian(f, nums if not single else nums[0], has_aux=has_aux, method="rev")
         outer = jacobian(inner, nums if not single else nums[0], has_aux=has_aux, method="fwd")
-        return outer(*args)
+        return outer(*args, **kwargs)
     return hess_fn
 
 
@@ -398,9 +399,9 @@ def _scalar_check(name, tr):
 
 def value_and_grad(f, argnums=0, has_aux=False):
     """(f(*args), gradient) in one reverse pass; with has_aux, ((value, aux), gradient)."""
-    def vg(*args):
+    def vg(*args, **kwargs):
         nums, single = _argnums("value_and_grad", argnums, len(args))
-        tr = trace(f, args, nums, has_aux, "grad")
+        tr = trace(f, args, nums, has_aux, "grad", kwargs)
         _scalar_check("grad", tr)
         (cots,) = [backward(tr, [np.ones(())])]
         grads = [tree_unflatten(tr.in_defs[a], [np.zeros(np.shape(t.value)) if c is None else c
@@ -416,8 +417,8 @@ def grad(f, argnums=0, has_aux=False):
     """Gradient of a scalar-valued ``f`` by reverse mode (VJP rules only; no Jacobian is built)."""
     vg = value_and_grad(f, argnums, has_aux)
 
-    def g(*args):
-        (value, g_) = vg(*args)
+    def g(*args, **kwargs):
+        (value, g_) = vg(*args, **kwargs)
         return (g_, value[1]) if has_aux else g_
     return g
 

@@ -245,3 +245,11 @@ def test_memory_guard_counts_batched_intermediates_in_rev_and_fwd(rng):
             with pytest.raises(jt.JacobianTooLargeError, match=r"30 batched .* intermediate .* \(30, 30, 30\)"):
                 jt.jacobian(f, method=m)(x)
         assert jt.jacobian(f, method="chain")(x).shape == (30, 30)
+
+
+def test_keyword_arguments_pass_through_as_constants(rng):
+    x = rng.normal(size=3)
+    f = lambda x, scale=1.0: jt.sum(jt.tanh(x) * scale)  # noqa: E731
+    np.testing.assert_allclose(jt.grad(f)(x, scale=3.0), 3.0 * (1 - np.tanh(x) ** 2))
+    assert jt.jacobian(lambda x, k=2: x * k)(x, k=5).trace() == 15.0
+    np.testing.assert_allclose(jt.hessian(f)(x, scale=2.0), np.diag(2.0 * -2 * np.tanh(x) * (1 - np.tanh(x) ** 2)))
