@@ -194,7 +194,8 @@ def _parse_einsum(spec, shapes):
     return tuple(tuple(num(l) for l in ls) for ls in in_labels), tuple(num(l) for l in out)
 
 
-def _bind_einsum(spec, *operands):
+def _bind_einsum(spec, *operands, optimize=True):
+    # ``optimize`` is accepted for numpy compatibility; the order is always opt_einsum's choice
     ins, out = _parse_einsum(spec, [np.shape(x) for x in operands])
     return operands, {"ins": ins, "out": out}
 
