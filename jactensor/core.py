@@ -89,11 +89,7 @@ class Primitive:
     # ---- binding ----------------------------------------------------------------
     def _bind(self, args, kwargs):
         inputs, params = self.bind(*args, **kwargs)
-        checked = []
-        for k, x in enumerate(inputs):
-            checked.append(x if (type(x) is np.ndarray and x.dtype is _F64 and not config.check_nan)
-                           or type(x) is Tracer else as_input(self.name, k, x))
-        return checked, params
+        return [as_input(self.name, k, x) for k, x in enumerate(inputs)], params
 
     def __call__(self, *args, **kwargs):
         """The forward value (plain numpy outside transforms; recorded inside them)."""

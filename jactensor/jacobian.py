@@ -408,6 +408,12 @@ def _term_paths(t):
 ORDERS = ("best", "forward", "reverse")
 
 
+def _choose(opt, fwd, rev, order="best"):
+    """(cost, which) of the order to use: forced, or the cheapest (None = opt_einsum's own path)."""
+    forced = {"forward": (fwd, "fwd"), "reverse": (rev, "rev")}.get(order)
+    return forced or min((opt, None), (rev, "rev"), (fwd, "fwd"), key=lambda x: x[0].flops)
+
+
 def contract_term(t, what="Jacobian", order="best"):
     """Contract one term's factors into a single factor over the distinct axis labels they carry.
 
@@ -418,8 +424,7 @@ def contract_term(t, what="Jacobian", order="best"):
     if order not in ORDERS:
         raise ValueError(f"chain: order must be one of {ORDERS}; got {order!r}")
     opt, fwd, rev, keep = _term_paths(t)
-    cost, which = {"forward": (fwd, "fwd"), "reverse": (rev, "rev")}.get(order) or \
-        min((opt, None), (rev, "rev"), (fwd, "fwd"), key=lambda x: x[0].flops)
+    cost, which = _choose(opt, fwd, rev, order)
     if not t.factors or (len(t.factors) == 1 and t.factors[0][1] == keep):
         return t, (cost, fwd, rev)
     check_bytes(cost.largest * ITEMSIZE, f"{what} (largest contraction intermediate)", (cost.largest,))
@@ -464,18 +469,31 @@ def chain(*jacobians, dense=False, order="best"):
     return _contract_with_plan(lazy_chain(jacs), order)
 
 
+def plan_only(J):
+    """What contracting J would cost (the same choice as chain()), each term's result a shape placeholder."""
+    chosen = forward = reverse = _c.ZERO_COST
+    terms = []
+    for t in J.terms:
+        opt, fwd, rev, keep = _term_paths(t)
+        chosen, forward, reverse = chosen + _choose(opt, fwd, rev)[0], forward + fwd, reverse + rev
+        fs = [(_ShapeOnly([t.sizes[l] for l in keep]), keep)] if t.factors else []
+        terms.append(Term(t.coef, fs, t.labels, t.sizes))
+    out = Jacobian(J.out_shape, J.in_shape, terms, name=J.name)
+    out.plan = ChainPlan(chosen, forward, reverse, len(J.terms), out.nbytes)
+    return out
+
+
+def shape_only_dense(J):
+    """J as one dense factor of placeholder shape: plans the dense route without allocating it."""
+    lab = tuple(range(J.ndim))
+    return Jacobian(J.out_shape, J.in_shape, [Term(1.0, [(_ShapeOnly(J.shape), lab)], lab, dict(zip(lab, J.shape)))],
+                    name=J.name)
+
+
 def chain_plan(*jacobians, dense=False):
     """The ChainPlan of ``chain(*jacobians)`` without contracting anything."""
     jacs = list(jacobians)
     _check_chain(jacs)
-    if dense:  # shapes only: a dense plan must not allocate the dense tensors
-        jacs = [Jacobian(J.out_shape, J.in_shape, [Term(1.0, [(_ShapeOnly(J.shape), tuple(range(J.ndim)))],
-                                                        tuple(range(J.ndim)), dict(enumerate(J.shape)))],
-                         name=J.name) for J in jacs]
-    J = lazy_chain(jacs)
-    chosen = forward = reverse = _c.ZERO_COST
-    for t in J.terms:
-        opt, fwd, rev, _ = _term_paths(t)
-        chosen = chosen + min(opt, fwd, rev, key=lambda c: c.flops)
-        forward, reverse = forward + fwd, reverse + rev
-    return ChainPlan(chosen, forward, reverse, len(J.terms), J.nbytes)
+    if dense:
+        jacs = [shape_only_dense(J) for J in jacs]
+    return plan_only(lazy_chain(jacs)).plan

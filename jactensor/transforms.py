@@ -10,9 +10,8 @@ import numpy as np
 from .config import config
 from .core import as_input
 from .errors import ArgnumError, NotDifferentiableError, ShapeError
-from .contract import ZERO_COST as _ZERO
-from .jacobian import (ITEMSIZE, ChainPlan, Jacobian, Term, _contract_with_plan, _product, _ShapeOnly,
-                       _term_paths, check_bytes)
+from .jacobian import (ITEMSIZE, Jacobian, _contract_with_plan, _product, check_bytes, plan_only,
+                       shape_only_dense)
 from .trace import Tracer, new_level, toposort
 
 __all__ = ["jacobian", "jacrev", "jacfwd", "hessian", "grad", "value_and_grad", "vjp", "jvp",
@@ -217,7 +216,7 @@ def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False):
             Jk = node.prim._rule(node.prim.jac_rules, "Jacobian", k)(node.value, *node.args, **node.params)
             Jk.name = f"{node.prim.name} w.r.t. argument {k}"
             if dense:
-                Jk = _shape_only_dense(Jk) if symbolic else Jk.densified()
+                Jk = shape_only_dense(Jk) if symbolic else Jk.densified()
                 contrib = settle(_product(A, Jk))
             else:
                 contrib = _product(A, Jk)
@@ -235,33 +234,11 @@ def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False):
     return res
 
 
-def plan_only(J):
-    """What contracting J would cost, with each term's result as a shape placeholder."""
-    chosen = forward = reverse = _ZERO
-    terms = []
-    for t in J.terms:
-        opt, fwd, rev, keep = _term_paths(t)
-        chosen, forward, reverse = chosen + min(opt, fwd, rev, key=lambda c: c.flops), forward + fwd, reverse + rev
-        fs = [(_ShapeOnly([t.sizes[l] for l in keep]), keep)] if t.factors else []
-        terms.append(Term(t.coef, fs, t.labels, t.sizes))
-    out = Jacobian(J.out_shape, J.in_shape, terms, name=J.name)
-    out.plan = ChainPlan(chosen, forward, reverse, len(J.terms), out.nbytes)
-    return out
-
-
 def _symbolic_sum(A, B):
     terms = A.terms + B.terms
     if len(terms) <= config.max_terms:
         return Jacobian(A.out_shape, A.in_shape, terms, name=A.name)
-    pattern = tuple(range(A.ndim))  # planning: assume the sum goes dense (an upper bound)
-    return Jacobian(A.out_shape, A.in_shape, [Term(1.0, [(_ShapeOnly(A.shape), pattern)], pattern,
-                                                   dict(zip(pattern, A.shape)))], name=A.name)
-
-
-def _shape_only_dense(J):
-    lab = tuple(range(J.ndim))
-    return Jacobian(J.out_shape, J.in_shape, [Term(1.0, [(_ShapeOnly(J.shape), lab)], lab, dict(zip(lab, J.shape)))],
-                    name=J.name)
+    return shape_only_dense(A)  # planning: assume the sum goes dense (an upper bound)
 
 
 def _settled(J):

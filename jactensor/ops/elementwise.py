@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..core import broadcast_jacobian, defprimitive, unary_jacobian
 from ..trace import getval
-from ._util import battery, bcast, expand_to, nbatch, unbroadcast
+from ._util import battery, bcast, expand_to, unbroadcast
 
 __all__ = ["negative", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu", "erf",
            "add", "subtract", "multiply", "divide", "power"]
