@@ -5,21 +5,24 @@ VJP and JVP, and states its Jacobian in index notation; ``chain`` composes
 Jacobians with one einsum whose order opt_einsum picks.
 """
 from .config import config
-from .core import Primitive, registry
-from .errors import (ArgnumError, AxisError, DTypeError, IndexingError, JacobianTooLargeError, JactensorError, LabelError,
-                     NonFiniteError, NotDifferentiableError, ShapeError)
-from .jacobian import ChainPlan, Jacobian, chain, chain_plan
+from .core import Primitive
+from .registry import registry
+from .errors import (ArgnumError, AxisError, ConcretizationError, DTypeError, IndexingError, JacobianTooLargeError,
+                     JactensorError, LabelError, NonFiniteError, NotDifferentiableError, ShapeError)
+from .jacobian import Jacobian
+from .chain import ChainPlan, chain, chain_plan
 from .ops import *  # noqa: F401,F403 - the primitives, numpy names
 from .ops import __all__ as _ops_all
-from .trace import getval, install_operators
+from .tracer import getval, install_operators
 
 install_operators(registry)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["config", "Primitive", "registry", "Jacobian", "chain", "chain_plan", "ChainPlan", "getval",
-           "JactensorError", "ShapeError", "AxisError", "IndexingError", "DTypeError", "NonFiniteError", "JacobianTooLargeError",
-           "LabelError", "ArgnumError", "NotDifferentiableError"] + list(_ops_all)
+           "JactensorError", "ShapeError", "AxisError", "IndexingError", "DTypeError", "NonFiniteError",
+           "JacobianTooLargeError", "LabelError", "ArgnumError", "NotDifferentiableError",
+           "ConcretizationError"] + list(_ops_all)
 
 from .transforms import grad, hessian, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp  # noqa: E402
 

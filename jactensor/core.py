@@ -15,30 +15,16 @@ primitives, so they can be differentiated again (hessian).
 """
 import numpy as np
 
+from . import numpy_api
 from .config import config
 from .errors import DTypeError, NonFiniteError, NotDifferentiableError, ShapeError
 from .jacobian import Jacobian
-from .trace import Tracer
+from .registry import Registry, registry
+from .tracer import Tracer, level_name, step_of
 
-__all__ = ["Primitive", "registry", "defprimitive", "Registry", "PerArg"]
+__all__ = ["Primitive", "registry", "defprimitive", "Registry", "PerArg", "as_input", "check_finite"]
 
 _F64 = np.dtype(np.float64)
-
-
-class Registry(dict):
-    """name -> Primitive; duplicates refused, unknown names list the valid ones."""
-
-    def add(self, prim):
-        if prim.name in self:
-            raise ValueError(f"a primitive named {prim.name!r} is already registered")
-        self[prim.name] = prim
-        return prim
-
-    def __missing__(self, name):
-        raise KeyError(f"no primitive named {name!r}; registered: {', '.join(sorted(self))}")
-
-
-registry = Registry()
 
 
 def as_input(op, k, x):
@@ -51,6 +37,10 @@ def as_input(op, k, x):
         if config.check_nan and not np.isfinite(x):
             raise NonFiniteError(f"{op}: argument {k} is {x}; config.check_nan is on")
         return float(x)
+    if isinstance(x, np.ma.MaskedArray):
+        raise DTypeError(f"{op}: argument {k} is a masked array (shape {np.shape(x)}); jactensor would drop its "
+                         f"mask and differentiate the hidden values. Pass x.filled(value) or x.compressed(), or "
+                         f"select the valid entries with an index")
     a = np.asarray(x)
     kind = a.dtype.kind
     if kind == "c":
@@ -76,10 +66,12 @@ def _is_array(x):
 class Primitive:
     """A differentiable op: forward, per-argument Jacobian/VJP/JVP rules and its index formula."""
 
-    def __init__(self, name, impl, *, bind, jac, vjp, jvp, formula, battery, doc=""):
+    def __init__(self, name, impl, *, bind, jac, vjp, jvp, formula, battery, doc="", generate=None, numpy=(),
+                 methods=()):
         self.name, self.impl, self.bind = name, impl, bind
         self.jac_rules, self.vjp_rules, self.jvp_rules = jac, vjp, jvp
-        self.formula, self.battery = formula, battery
+        self.formula, self.battery, self.generate = formula, battery, generate
+        self.numpy, self.methods = tuple(numpy), tuple(methods)
         self.__doc__ = f"{doc.strip()}\n\nJacobian: {formula}" if doc else f"Jacobian: {formula}"
         self.__name__ = name
 
@@ -127,7 +119,10 @@ class Primitive:
             if type(x) is Tracer and x.level > top:
                 top = x.level
         if not top:
-            return self.forward(inputs, params)
+            ans = self.forward(inputs, params)
+            if config.check_nan:
+                check_finite(ans, f"{self.name}", f"inputs of shapes {[np.shape(x) for x in inputs]}")
+            return ans
         vals, parents, nested = [], [], False
         for k, x in enumerate(inputs):
             if type(x) is Tracer and x.level == top:
@@ -136,7 +131,11 @@ class Primitive:
             nested = nested or type(x) is Tracer
             vals.append(x)
         ans = self.apply(vals, params) if nested else self.forward(vals, params)
-        return Tracer(ans, top, self, params, vals, parents)
+        out = Tracer(ans, top, self, params, vals, parents)
+        if config.check_nan and not nested:
+            check_finite(ans, self.name, f"step {step_of(top, out.seq)} of the program traced from "
+                                         f"{level_name(top)}, inputs of shapes {[np.shape(x) for x in vals]}")
+        return out
 
     def bound(self, *inputs, **params):
         """Internal call with already-bound params: numpy straight away unless an input is traced.
@@ -214,6 +213,21 @@ class Primitive:
         return np.zeros(np.shape(ans)) if out is None else out
 
 
+def check_finite(value, what, where):
+    """With config.check_nan on: raise NonFiniteError if ``value`` holds NaN or Inf, naming who produced it."""
+    v = value
+    while type(v) is Tracer:
+        v = v.value
+    a = np.asarray(v)
+    if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))
+        idx = tuple(int(i) for i in bad[0]) if a.ndim else ()
+        raise NonFiniteError(f"{what} produced {a[idx]} at index {idx} (shape {a.shape}; {len(bad)} non-finite "
+                             f"entries) in {where}; config.check_nan is on (turn it off to let NaN/Inf propagate "
+                             f"as in numpy)")
+    return value
+
+
 class PerArg:
     """Rule list for a variadic primitive (einsum, concatenate): rule k is made on demand."""
 
@@ -227,10 +241,19 @@ class PerArg:
         return 1 << 30
 
 
-def defprimitive(name, impl, *, bind, jac, vjp, jvp, formula, battery, doc=""):
-    """Define and register a primitive: one record holding all of its maths."""
-    return registry.add(Primitive(name, impl, bind=bind, jac=jac, vjp=vjp, jvp=jvp, formula=formula,
-                                  battery=battery, doc=doc))
+def defprimitive(name, impl, *, bind, jac, vjp, jvp, formula, battery, doc="", generate=None, numpy=(),
+                 methods=()):
+    """Define and register a primitive: one record holding all of its maths.
+
+    ``battery(rng, n)`` lists fixed (args, kwargs) cases (edge cases included); ``generate(rng)`` draws one
+    random case (shapes, values and parameters) for property tests; ``numpy`` lists the numpy functions or
+    ufuncs (objects or ufunc names) and ``methods`` the ndarray method names that call this primitive on
+    traced values.
+    """
+    prim = registry.add(Primitive(name, impl, bind=bind, jac=jac, vjp=vjp, jvp=jvp, formula=formula,
+                                  battery=battery, doc=doc, generate=generate, numpy=numpy, methods=methods))
+    numpy_api.register(prim, numpy, methods)
+    return prim
 
 
 def unary_jacobian(d, shape):

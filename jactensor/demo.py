@@ -7,7 +7,8 @@ import numpy as np
 
 from . import ops
 from .formula import check_formula
-from .jacobian import Jacobian, chain
+from .chain import chain
+from .jacobian import Jacobian
 from .testing import finite_difference_jacobian
 from .transforms import grad
 

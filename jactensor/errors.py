@@ -2,7 +2,7 @@
 
 __all__ = [
     "JactensorError", "ShapeError", "AxisError", "IndexingError", "DTypeError", "NonFiniteError",
-    "JacobianTooLargeError", "LabelError", "ArgnumError", "NotDifferentiableError",
+    "JacobianTooLargeError", "LabelError", "ArgnumError", "NotDifferentiableError", "ConcretizationError",
 ]
 
 
@@ -44,3 +44,7 @@ class ArgnumError(JactensorError, ValueError):
 
 class NotDifferentiableError(JactensorError, TypeError):
     """A derivative rule is missing, or the output is not what the transform needs."""
+
+
+class ConcretizationError(NotDifferentiableError):
+    """A traced value was turned into a Python or numpy scalar (float(x), math.exp(x)) inside a transform."""

@@ -4,8 +4,10 @@ import inspect
 import numpy as np
 
 from .contract import ZERO_COST
-from .jacobian import ITEMSIZE, ChainPlan, _fmt_bytes
-from .transforms import _argnums, chain_accumulate, trace
+from .memory import ITEMSIZE, fmt_bytes as _fmt_bytes
+from .passes import chain_accumulate, trace
+from .plan import ChainPlan
+from .transforms import _argnums
 
 __all__ = ["explain", "Explanation"]
 

@@ -1,92 +1,34 @@
 """The Jacobian type: full-tensor in meaning (shape out.shape + in.shape), factored inside.
 
-A Jacobian is a sum of terms. Each term is ``coef * einsum(factors)`` with one
-label per axis of ``out + in``; the same label at several axes is a delta
-(identity coupling), so ``dA[i,j]/dQ[r,s] = delta(i,r) K[s,j]`` is the single
-factor K with labels (s, j) and axis labels (i, j, i, s). Nothing of the size
-``prod(out + in)`` is allocated until ``dense()`` / ``np.asarray(J)`` asks.
+A Jacobian is a sum of terms (``term.py``). Each term is ``coef * einsum(factors)``
+with one label per axis of ``out + in``; the same label at several axes is a delta
+(identity coupling), so ``dA[i,j]/dQ[r,s] = delta(i,r) K[s,j]`` is the single factor K
+with labels (s, j) and axis labels (i, j, i, s). Nothing of the size
+``prod(out + in)`` is allocated until ``dense()`` / ``np.asarray(J)`` asks, and every
+allocation is checked against ``config.max_jacobian_bytes`` first.
+
+The structure-preserving algebra (``J.T``, ``diagonal``, ``trace``, ``batch_diagonal``,
+``nnz``, ``to_sparse``) lives in ``algebra.py``; composing Jacobians in ``chain.py``.
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import contract as _c
 from .config import config
-from .errors import JacobianTooLargeError, ShapeError
+from .errors import ShapeError
+from .memory import ITEMSIZE, check_bytes, fmt_bytes, nbytes, numel
+from .plan import contract_term
+from .term import Term, normalise_factor
 
-__all__ = ["Jacobian", "chain", "chain_plan", "ChainPlan", "check_bytes"]
-
-ITEMSIZE = 8  # float64 throughout
-
-
-def _fmt_bytes(n):
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-
-
-def check_bytes(nbytes, what, shape):
-    """Refuse (before allocating) anything above config.max_jacobian_bytes."""
-    limit = config.max_jacobian_bytes
-    if nbytes > limit:
-        raise JacobianTooLargeError(
-            f"{what}: shape {tuple(shape)} would take {_fmt_bytes(nbytes)} as float64, above "
-            f"config.max_jacobian_bytes = {_fmt_bytes(limit)}; nothing was allocated. Use jt.grad or "
-            f"jt.vjp (reverse mode never builds the Jacobian), or raise the limit with "
-            f"jt.config.override(max_jacobian_bytes=...)."
-        )
-
-
-class Term:
-    """coef * einsum(factors) laid out on axis ``labels``; ``sizes`` maps every label to its length."""
-
-    __slots__ = ("coef", "factors", "labels", "sizes")
-
-    def __init__(self, coef, factors, labels, sizes):
-        self.coef, self.factors, self.labels, self.sizes = coef, tuple(factors), tuple(labels), sizes
-
-    def present(self):
-        """Labels carried by some factor."""
-        return {l for _, ls in self.factors for l in ls}
-
-    def distinct(self):
-        return tuple(dict.fromkeys(self.labels))
-
-    def canonical(self):
-        """Relabel to 0..k-1 (axis labels first), so equal structures give equal einsum specs."""
-        order = dict.fromkeys(self.labels)
-        for _, ls in self.factors:
-            order.update(dict.fromkeys(ls))
-        m = {l: i for i, l in enumerate(order)}
-        return Term(self.coef, [(a, tuple(m[l] for l in ls)) for a, ls in self.factors],
-                    tuple(m[l] for l in self.labels), {m[l]: s for l, s in self.sizes.items() if l in m})
-
-    def compact(self, what="Jacobian"):
-        """Contract all factors into one over the distinct axis labels they carry."""
-        return contract_term(self, what)[0]
-
-
-def _normalise_factor(arr, labels, sizes):
-    """Squeeze broadcast (length-1) axes whose label is longer, so einsum sees true sizes."""
-    arr = np.asarray(arr, dtype=np.float64)
-    labels = tuple(labels)
-    if arr.ndim != len(labels):
-        raise ShapeError(f"factor of shape {arr.shape} given {len(labels)} labels {labels}")
-    squeeze = tuple(k for k, (n, l) in enumerate(zip(arr.shape, labels)) if n == 1 and sizes.get(l, 1) != 1)
-    if squeeze:
-        arr = arr.reshape([n for k, n in enumerate(arr.shape) if k not in squeeze])
-        labels = tuple(l for k, l in enumerate(labels) if k not in squeeze)
-    for n, l in zip(arr.shape, labels):
-        if sizes.setdefault(l, n) != n:
-            raise ShapeError(f"label {l!r}: factor axis of length {n} against length {sizes[l]}")
-    return arr, labels
+__all__ = ["Jacobian"]
 
 
 class Jacobian:
     """A Jacobian of shape ``out_shape + in_shape``, kept as a sum of factored terms.
 
     ``np.asarray(J)`` / ``J.dense()`` materialise the tensor; ``J.as_matrix()`` gives
-    the prod(out) x prod(in) matrix; ``J.nbytes`` is known before anything is built.
+    the prod(out) x prod(in) matrix (out and in axes each flattened in row-major, C,
+    order); ``J.nbytes`` is known before anything is built, ``J.stored_bytes`` is what
+    the factors hold.
     """
 
     __array_priority__ = 100
@@ -114,7 +56,7 @@ class Jacobian:
         for n, l in zip(shape, labels):
             if sizes.setdefault(l, n) != n:
                 raise ShapeError(f"{name or 'Jacobian'}: label {l!r} on axes of lengths {sizes[l]} and {n}")
-        fs = [_normalise_factor(a, ls, sizes) for a, ls in factors]
+        fs = [normalise_factor(a, ls, sizes) for a, ls in factors]
         term = Term(float(coef), fs, labels, sizes).canonical()
         return cls(out_shape, in_shape, [term], name=name)
 
@@ -122,6 +64,8 @@ class Jacobian:
     def from_dense(cls, array, out_ndim, name=None):
         """Wrap a dense tensor whose first ``out_ndim`` axes are the output."""
         a = np.asarray(array, dtype=np.float64)
+        if not 0 <= out_ndim <= a.ndim:
+            raise ShapeError(f"Jacobian.from_dense: out_ndim={out_ndim} for an array of shape {a.shape}")
         lab = tuple(range(a.ndim))
         return cls.from_labels(a.shape[:out_ndim], a.shape[out_ndim:], lab, [(a, lab)], name=name)
 
@@ -146,12 +90,12 @@ class Jacobian:
 
     @property
     def size(self):
-        return int(np.prod(self.shape, dtype=np.int64))
+        return numel(self.shape)
 
     @property
     def nbytes(self):
         """Bytes the dense tensor would take (float64), known without building it."""
-        return self.size * ITEMSIZE
+        return nbytes(self.shape)
 
     @property
     def dtype(self):
@@ -160,65 +104,82 @@ class Jacobian:
     @property
     def stored_bytes(self):
         """Bytes the factored form actually holds."""
-        return sum(a.nbytes for t in self.terms for a, _ in t.factors)
+        return sum(t.stored_bytes for t in self.terms)
 
     def __repr__(self):
         return (f"Jacobian(out_shape={self.out_shape}, in_shape={self.in_shape}, terms={len(self.terms)}, "
-                f"stored={_fmt_bytes(self.stored_bytes)}, dense={_fmt_bytes(self.nbytes)})")
+                f"stored={fmt_bytes(self.stored_bytes)}, dense={fmt_bytes(self.nbytes)})")
+
+    def _what(self):
+        return f"the Jacobian of {self.name or 'this step'} (out {self.out_shape}, in {self.in_shape})"
 
     # ---- arithmetic -----------------------------------------------------------------
     def _check_same(self, other, op):
-        if not isinstance(other, Jacobian) or other.shape != self.shape or other.out_shape != self.out_shape:
-            got = getattr(other, "out_shape", None), getattr(other, "in_shape", None)
-            raise ShapeError(f"Jacobian {op}: out/in shapes {self.out_shape}/{self.in_shape} against {got[0]}/{got[1]}")
+        if not isinstance(other, Jacobian) or other.out_shape != self.out_shape or other.in_shape != self.in_shape:
+            got = getattr(other, "out_shape", type(other).__name__), getattr(other, "in_shape", None)
+            raise ShapeError(f"Jacobian {op}: out/in shapes {self.out_shape}/{self.in_shape} against "
+                             f"{got[0]}/{got[1]}; both operands must be Jacobians of the same out and in shapes")
 
     def __add__(self, other):
+        if not isinstance(other, Jacobian):
+            return NotImplemented
         self._check_same(other, "+")
         J = Jacobian(self.out_shape, self.in_shape, self.terms + other.terms, name=self.name)
-        return J.merged() if len(J.terms) > config.max_terms else J
+        return J.compact() if len(J.terms) > config.max_terms else J
 
     def scaled(self, c):
-        return Jacobian(self.out_shape, self.in_shape,
-                        [Term(t.coef * c, t.factors, t.labels, t.sizes) for t in self.terms], name=self.name)
+        return Jacobian(self.out_shape, self.in_shape, [t.scaled(c) for t in self.terms], name=self.name)
 
     def __neg__(self):
         return self.scaled(-1.0)
 
+    def __pos__(self):
+        return self
+
     def __sub__(self, other):
+        if not isinstance(other, Jacobian):
+            return NotImplemented
         return self + (-other)
 
     def __mul__(self, c):
-        if not np.isscalar(c):
+        if isinstance(c, (bool, np.bool_)) or not np.isscalar(c) or isinstance(c, (str, bytes)):
             return NotImplemented
-        return self.scaled(float(c))
+        c = float(c)
+        return self.scaled(c)
 
     __rmul__ = __mul__
 
+    def __truediv__(self, c):
+        if not np.isscalar(c) or isinstance(c, (str, bytes, bool)):
+            return NotImplemented
+        return self.scaled(1.0 / float(c))
+
     # ---- contraction ------------------------------------------------------------------
     def compact(self):
-        """Contract each term to a single factor; equal delta patterns are summed into one."""
+        """Contract each term to a single factor; terms with the same delta pattern and the same labelled
+        factor axes are summed into one; if more than config.max_terms remain, the cheapest pairs are merged
+        into a shared pattern while the merged factor stays small (never over the memory limit)."""
         groups = {}
         for t in self.terms:
-            t = t.compact(self._what()).canonical()
-            key = t.labels
+            t = contract_term(t, self._what())[0].canonical()
+            key = (t.labels, frozenset(t.present()))
             groups.setdefault(key, []).append(t)
         terms = [_sum_same_pattern(ts) for ts in groups.values()]
+        if len(terms) > config.max_terms:
+            terms = _merge_small(terms, self.ndim, self.shape, self._what())
         J = Jacobian(self.out_shape, self.in_shape, terms, name=self.name)
         J.plan = self.plan
-        return J.merged() if len(terms) > config.max_terms else J
+        return J
 
     def merged(self):
-        """One term: every term written into the finest delta pattern they share."""
+        """One term holding the whole sum: every term written into the finest delta pattern they share.
+
+        The shared pattern can be much larger than the terms (a diagonal plus a rank-one term merge into
+        a dense square), so its size is checked against the memory limit first; ``compact()`` is the
+        route that keeps the terms apart."""
         if len(self.terms) <= 1:
             return self.compact() if self.terms else self
-        n = self.ndim
-        keys = [tuple(t.labels[p] for t in self.terms) for p in range(n)]
-        ids = {}
-        pattern = tuple(ids.setdefault(k, len(ids)) for k in keys)
-        sizes = {pattern[p]: s for p, s in enumerate(self.shape)}
-        target = _embed(self.terms, pattern, sizes, self._what())
-        labels = tuple(range(len(sizes)))
-        term = Term(1.0, [(target, labels)], pattern, sizes)
+        term = _merge_terms(self.terms, self.ndim, self.shape, self._what())
         return Jacobian(self.out_shape, self.in_shape, [term], name=self.name)
 
     def densified(self):
@@ -236,32 +197,47 @@ class Jacobian:
         return a if dtype is None else a.astype(dtype)
 
     def as_matrix(self):
-        """The prod(out) x prod(in) matrix (e.g. the 9 x 9 of a 3 x 3 softmax)."""
-        m = int(np.prod(self.out_shape, dtype=np.int64))
-        return self.dense().reshape(m, -1)
+        """The prod(out) x prod(in) matrix (e.g. the 9 x 9 of a 3 x 3 softmax); out and in axes are each
+        flattened in row-major (C) order, as ``np.reshape`` does."""
+        return self.dense().reshape(numel(self.out_shape), numel(self.in_shape))
 
     def vjp(self, g):
-        """Contract a cotangent (shape out_shape) with J: shape in_shape, no dense J built."""
-        G = Jacobian.from_dense(np.broadcast_to(g, self.out_shape), 0, name="cotangent")
-        return chain(G, self).dense()
+        """Contract a cotangent (shape out_shape) with J: ``sum_out g[out] J[out, in]``, shape in_shape;
+        no dense J is built."""
+        return self._contract_with(g, self.out_shape, 0, "vjp", "cotangent")
 
     def jvp(self, t):
-        """Contract J with a tangent (shape in_shape): shape out_shape, no dense J built."""
-        T = Jacobian.from_dense(np.broadcast_to(t, self.in_shape), len(self.in_shape), name="tangent")
-        return chain(self, T).dense()
+        """Contract J with a tangent (shape in_shape): ``sum_in J[out, in] t[in]``, shape out_shape;
+        no dense J is built."""
+        return self._contract_with(t, self.in_shape, len(self.out_shape), "jvp", "tangent")
 
-    def _what(self):
-        return f"the Jacobian of {self.name or 'this step'} (out {self.out_shape}, in {self.in_shape})"
+    def _contract_with(self, v, shape, start, op, what):
+        v = np.asarray(v, dtype=np.float64)
+        if v.shape != shape:
+            raise ShapeError(f"Jacobian.{op}: a {what} of shape {v.shape} for a Jacobian with out {self.out_shape} "
+                             f"and in {self.in_shape}; the {what} must have shape {shape}")
+        keep_pos = range(len(self.out_shape), self.ndim) if start == 0 else range(len(self.out_shape))
+        res_shape = tuple(self.shape[p] for p in keep_pos)
+        res = Jacobian(res_shape, (), [], name=self.name)
+        for t in self.terms:
+            vl = t.labels[start:start + len(shape)]
+            sizes = dict(t.sizes)
+            fac = normalise_factor(v, vl, sizes)
+            res.terms.append(Term(t.coef, list(t.factors) + [fac], [t.labels[p] for p in keep_pos], sizes))
+        return res.dense().reshape(res_shape) if res.terms else np.zeros(res_shape)
 
 
 def _sum_same_pattern(terms):
+    """Sum terms of one delta pattern whose factors carry the same labels (so nothing grows)."""
     if len(terms) == 1:
         return terms[0]
     labels, sizes = terms[0].labels, terms[0].sizes
-    union = set().union(*(t.present() for t in terms))
-    keep = tuple(l for l in dict.fromkeys(labels) if l in union)
-    acc = sum(t.coef * _arrange(t, keep) for t in terms)  # broadcasts to the full keep shape
-    return Term(1.0, [(np.asarray(acc), keep)], labels, sizes)
+    keep = tuple(l for l in dict.fromkeys(labels) if l in terms[0].present())
+    if not keep:  # scalar terms: fold any 0-d factor into the coefficient
+        return Term(float(sum(t.coef * float(np.prod([np.asarray(a).reshape(()) for a, _ in t.factors]))
+                              for t in terms)), [], labels, sizes)
+    acc = sum(t.coef * _arrange(t, keep) for t in terms)
+    return Term(1.0, [(np.asarray(acc, dtype=np.float64), keep)], labels, sizes)
 
 
 def _arrange(term, keep):
@@ -273,13 +249,51 @@ def _arrange(term, keep):
     return a.reshape([term.sizes[l] if l in ls else 1 for l in keep])
 
 
+def _shared_pattern(terms, n):
+    keys = [tuple(t.labels[p] for t in terms) for p in range(n)]
+    ids = {}
+    return tuple(ids.setdefault(k, len(ids)) for k in keys)
+
+
+def _merge_terms(terms, n, shape, what):
+    pattern = _shared_pattern(terms, n)
+    sizes = {pattern[p]: s for p, s in enumerate(shape)}
+    groups = tuple(dict.fromkeys(pattern))
+    check_bytes(nbytes([sizes[g] for g in groups]), f"{what} (merging {len(terms)} terms into one)",
+                [sizes[g] for g in groups])
+    target = _embed(terms, pattern, sizes, what)
+    return Term(1.0, [(target, groups)], pattern, sizes)
+
+
+def _merge_small(terms, n, shape, what):
+    """Greedily merge the pair of terms whose shared pattern is smallest, while it stays within a few
+    times the bytes the pair already holds; stop when no pair qualifies."""
+    terms = list(terms)
+    while len(terms) > config.max_terms:
+        best = None
+        for i in range(len(terms)):
+            for j in range(i + 1, len(terms)):
+                pattern = _shared_pattern([terms[i], terms[j]], n)
+                groups = dict.fromkeys(pattern)
+                size = numel([shape[pattern.index(g)] for g in groups]) * ITEMSIZE
+                held = max(terms[i].stored_bytes + terms[j].stored_bytes, 8 * ITEMSIZE)
+                if size <= 4 * held and (best is None or size < best[0]):
+                    best = (size, i, j)
+        if best is None:
+            break
+        _, i, j = best
+        merged = _merge_terms([terms[i], terms[j]], n, shape, what)
+        terms = [t for k, t in enumerate(terms) if k not in (i, j)] + [merged]
+    return terms
+
+
 def _embed(terms, pattern, sizes, what):
     """Write the sum of terms into a zeros array over ``pattern``'s groups through diagonal views."""
     groups = tuple(dict.fromkeys(pattern))
     target = np.zeros([sizes[g] for g in groups])
     strides = dict(zip(groups, target.strides))
     for t in terms:
-        t = t.compact(what)
+        t = contract_term(t, what)[0]
         distinct = t.distinct()
         # each target group lies inside one term label: stride along a term label is the
         # sum of the strides of the groups it spans (that is the delta)
@@ -290,210 +304,3 @@ def _embed(terms, pattern, sizes, what):
                           strides=[sum(strides[g] for g in spans[l]) for l in distinct], writeable=True)
         view += t.coef * _arrange(t, distinct)
     return target
-
-
-# ---- chain ---------------------------------------------------------------------------------
-class _UnionFind:
-    def __init__(self):
-        self.parent = {}
-
-    def find(self, x):
-        p = self.parent.setdefault(x, x)
-        while p != x:
-            self.parent[x] = self.parent.setdefault(p, p)
-            x, p = p, self.parent[x]
-        return x
-
-    def union(self, a, b):
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[rb] = ra
-
-
-def _product_term(ta, tb, n_out_a, n_mid):
-    """Term of A @ B: A's input axes identified with B's output axes, position by position."""
-    uf = _UnionFind()
-    off = 1 + max(list(ta.sizes) + [0])
-    lb = lambda l: l + off  # noqa: E731 - B's labels, renamed apart
-    for p in range(n_mid):
-        uf.union(ta.labels[n_out_a + p], lb(tb.labels[p]))
-    sizes = {}
-    for l, s in ta.sizes.items():
-        sizes[uf.find(l)] = s
-    for l, s in tb.sizes.items():
-        sizes[uf.find(lb(l))] = s
-    labels = tuple(uf.find(l) for l in ta.labels[:n_out_a]) + tuple(uf.find(lb(l)) for l in tb.labels[n_mid:])
-    factors = [(a, tuple(uf.find(l) for l in ls)) for a, ls in ta.factors] + \
-              [(a, tuple(uf.find(lb(l)) for l in ls)) for a, ls in tb.factors]
-    coef = ta.coef * tb.coef
-    used = set(labels).union(*(set(ls) for _, ls in factors)) if factors else set(labels)
-    for l, s in sizes.items():  # an index summed with nothing depending on it counts its length
-        if l not in used:
-            coef *= s
-    return Term(coef, factors, labels, {l: s for l, s in sizes.items() if l in used}).canonical()
-
-
-def _product(A, B):
-    terms = [_product_term(ta, tb, len(A.out_shape), len(A.in_shape)) for ta in A.terms for tb in B.terms]
-    names = [n for n in (A.name, B.name) if n]
-    return Jacobian(A.out_shape, B.in_shape, terms, name=" . ".join(names) or None)
-
-
-def _check_chain(jacs):
-    if not jacs:
-        raise ShapeError("chain() needs at least one Jacobian")
-    for k, J in enumerate(jacs):
-        if not isinstance(J, Jacobian):
-            raise TypeError(f"chain(): argument {k} is {type(J).__name__}, not a Jacobian; "
-                            f"wrap a dense tensor with Jacobian.from_dense(array, out_ndim)")
-    for k in range(len(jacs) - 1):
-        a, b = jacs[k], jacs[k + 1]
-        if a.in_shape != b.out_shape:
-            raise ShapeError(
-                f"chain(): Jacobian {k} has input shape {a.in_shape} but Jacobian {k + 1} has output shape "
-                f"{b.out_shape}; outermost first, as in f(g(h(x))): chain(df/dg, dg/dh, dh/dx)")
-
-
-def lazy_chain(jacs):
-    """The product of Jacobians as one sum of einsums, not yet contracted."""
-    J = jacs[0]
-    for B in jacs[1:]:
-        J = _product(J, B)
-    return J
-
-
-class _ShapeOnly:
-    """Stands in for a factor when only its shape is needed (plans)."""
-
-    def __init__(self, shape):
-        self.shape = tuple(shape)
-
-
-class ChainPlan:
-    """FLOPs and largest intermediate for the chosen order against forward and reverse accumulation."""
-
-    def __init__(self, chosen, forward, reverse, n_terms, out_bytes):
-        self.chosen, self.forward, self.reverse = chosen, forward, reverse
-        self.n_terms, self.out_bytes = n_terms, out_bytes
-
-    def __repr__(self):
-        return (f"ChainPlan(chosen={self.chosen.flops}, forward={self.forward.flops}, "
-                f"reverse={self.reverse.flops}, terms={self.n_terms})")
-
-    def __str__(self):
-        rows = [("order", "FLOPs", "largest intermediate")]
-        for name, c in (("chosen", self.chosen), ("forward (right to left)", self.forward),
-                        ("reverse (left to right)", self.reverse)):
-            rows.append((name, f"{c.flops:,}", f"{c.largest:,} elements"))
-        w = [max(len(r[i]) for r in rows) for i in range(3)]
-        return "\n".join(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}" for r in rows)
-
-
-def _term_paths(t):
-    """Chosen, forward-sequential and reverse-sequential costs for contracting one term."""
-    present = t.present()
-    keep = tuple(l for l in t.distinct() if l in present)
-    shapes = [a.shape for a, _ in t.factors]
-    labels = [ls for _, ls in t.factors]
-    n = len(shapes)
-    if n <= 1:
-        c = _c.plan(shapes, labels, keep) if n else _c.ZERO_COST
-        return c, c, c, keep
-    rev = _c.plan(shapes, labels, keep, _c.sequential_path(n))
-    fwd = _c.plan(shapes[::-1], labels[::-1], keep, _c.sequential_path(n))
-    opt = _c.plan(shapes, labels, keep)
-    return opt, fwd, rev, keep
-
-
-ORDERS = ("best", "forward", "reverse")
-
-
-def _choose(opt, fwd, rev, order="best"):
-    """(cost, which) of the order to use: forced, or the cheapest (None = opt_einsum's own path)."""
-    forced = {"forward": (fwd, "fwd"), "reverse": (rev, "rev")}.get(order)
-    return forced or min((opt, None), (rev, "rev"), (fwd, "fwd"), key=lambda x: x[0].flops)
-
-
-def contract_term(t, what="Jacobian", order="best"):
-    """Contract one term's factors into a single factor over the distinct axis labels they carry.
-
-    order="best": the cheapest of opt_einsum's path and the two sequential orders (so never
-    costlier than forward or reverse accumulation); "forward" / "reverse" force that order.
-    Returns (term, (chosen, forward, reverse) PathCosts). The memory guard runs first.
-    """
-    if order not in ORDERS:
-        raise ValueError(f"chain: order must be one of {ORDERS}; got {order!r}")
-    opt, fwd, rev, keep = _term_paths(t)
-    cost, which = _choose(opt, fwd, rev, order)
-    if not t.factors or (len(t.factors) == 1 and t.factors[0][1] == keep):
-        return t, (cost, fwd, rev)
-    check_bytes(cost.largest * ITEMSIZE, f"{what} (largest contraction intermediate)", (cost.largest,))
-    check_bytes(int(np.prod([t.sizes[l] for l in keep], dtype=np.int64)) * ITEMSIZE,
-                f"{what} (contracted factor)", [t.sizes[l] for l in keep])
-    ops = [a for a, _ in t.factors]
-    labels = [ls for _, ls in t.factors]
-    if which == "fwd":
-        ops, labels = ops[::-1], labels[::-1]
-    value = _c.contract(ops, labels, keep, _c.sequential_path(len(ops)) if which else None)
-    return Term(t.coef, [(value, keep)], t.labels, t.sizes), (cost, fwd, rev)
-
-
-def _contract_with_plan(J, order="best"):
-    """Contract every term of a lazy product (see contract_term) and attach the summed ChainPlan."""
-    chosen = forward = reverse = _c.ZERO_COST
-    terms = []
-    for t in J.terms:
-        t, (c, f, r) = contract_term(t, J._what(), order)
-        chosen, forward, reverse = chosen + c, forward + f, reverse + r
-        terms.append(t)
-    out = Jacobian(J.out_shape, J.in_shape, terms, name=J.name).compact()
-    out.plan = ChainPlan(chosen, forward, reverse, len(J.terms), out.nbytes)
-    return out
-
-
-def chain(*jacobians, dense=False, order="best"):
-    """Compose Jacobians, outermost first as in f(g(h(x))): ``chain(df/dg, dg/dh, dh/dx)``.
-
-    Neighbours are contracted over their shared intermediate shape; the result has
-    shape ``out(first) + in(last)``. All factors of all operands go into one einsum per
-    term and opt_einsum picks the order (forward, reverse or mixed), never costlier than
-    the cheaper of forward and reverse accumulation. ``result.plan`` reports the FLOPs.
-
-    ``dense=True`` materialises every Jacobian first (the naive route, for contrast);
-    ``order="forward"`` or ``"reverse"`` forces that accumulation order.
-    """
-    jacs = list(jacobians)
-    _check_chain(jacs)
-    if dense:
-        jacs = [J.densified() for J in jacs]
-    return _contract_with_plan(lazy_chain(jacs), order)
-
-
-def plan_only(J):
-    """What contracting J would cost (the same choice as chain()), each term's result a shape placeholder."""
-    chosen = forward = reverse = _c.ZERO_COST
-    terms = []
-    for t in J.terms:
-        opt, fwd, rev, keep = _term_paths(t)
-        chosen, forward, reverse = chosen + _choose(opt, fwd, rev)[0], forward + fwd, reverse + rev
-        fs = [(_ShapeOnly([t.sizes[l] for l in keep]), keep)] if t.factors else []
-        terms.append(Term(t.coef, fs, t.labels, t.sizes))
-    out = Jacobian(J.out_shape, J.in_shape, terms, name=J.name)
-    out.plan = ChainPlan(chosen, forward, reverse, len(J.terms), out.nbytes)
-    return out
-
-
-def shape_only_dense(J):
-    """J as one dense factor of placeholder shape: plans the dense route without allocating it."""
-    lab = tuple(range(J.ndim))
-    return Jacobian(J.out_shape, J.in_shape, [Term(1.0, [(_ShapeOnly(J.shape), lab)], lab, dict(zip(lab, J.shape)))],
-                    name=J.name)
-
-
-def chain_plan(*jacobians, dense=False):
-    """The ChainPlan of ``chain(*jacobians)`` without contracting anything."""
-    jacs = list(jacobians)
-    _check_chain(jacs)
-    if dense:
-        jacs = [shape_only_dense(J) for J in jacs]
-    return plan_only(lazy_chain(jacs)).plan

@@ -3,252 +3,199 @@
 Conventions follow JAX: ``jacobian(f, argnums=0, has_aux=False)`` returns a function;
 an int argnums gives one result, a tuple gives a tuple; the Jacobian of an output
 leaf of shape O with respect to an input leaf of shape I has shape O + I; pytrees
-(tuples, lists, dicts) of arrays work as arguments and outputs.
+(tuples, lists, dicts, namedtuples; ``None`` is an empty node) of arrays work as
+arguments and outputs. Results never share memory with the caller's arrays.
 """
 import numpy as np
 
-from .config import config
 from .core import as_input
 from .errors import ArgnumError, NotDifferentiableError, ShapeError
-from .jacobian import (ITEMSIZE, Jacobian, _contract_with_plan, _product, check_bytes, plan_only,
-                       shape_only_dense)
-from .trace import Tracer, new_level, toposort
+from .jacobian import Jacobian
+from .memory import check_bytes, nbytes, numel
+from .passes import (Traced, backward, basis_chunk, batch_plan, chain_accumulate, forward,  # noqa: F401
+                     trace)
+from .pytree import tree_flatten, tree_unflatten
+from .tracer import Tracer
 
-__all__ = ["jacobian", "jacrev", "jacfwd", "hessian", "grad", "value_and_grad", "vjp", "jvp",
-           "trace", "Traced", "tree_flatten", "tree_unflatten"]
+__all__ = ["jacobian", "jacrev", "jacfwd", "hessian", "grad", "value_and_grad", "vjp", "jvp"]
 
-
-# ---- pytrees ---------------------------------------------------------------------------------
-def tree_flatten(tree):
-    """Leaves (depth first; dict keys sorted) and a structure to rebuild the tree."""
-    if isinstance(tree, (tuple, list)):
-        leaves, defs = [], []
-        for t in tree:
-            l, d = tree_flatten(t)
-            leaves += l
-            defs.append(d)
-        return leaves, (type(tree), tuple(defs))
-    if isinstance(tree, dict):
-        keys = sorted(tree)
-        leaves, defs = [], []
-        for k in keys:
-            l, d = tree_flatten(tree[k])
-            leaves += l
-            defs.append(d)
-        return leaves, (dict, (tuple(keys), tuple(defs)))
-    return [tree], None
+METHODS = ("chain", "rev", "fwd")
+HESSIAN_METHODS = ("auto", "chain", "fwdrev")
 
 
-def tree_unflatten(treedef, leaves):
-    if treedef is None:  # a single array, the common case
-        return leaves[0]
-    it = iter(leaves)
-    out = _build(treedef, it)
-    return out
-
-
-def _build(d, it):
-    if d is None:
-        return next(it)
-    kind, rest = d
-    if kind is dict:
-        keys, defs = rest
-        return {k: _build(s, it) for k, s in zip(keys, defs)}
-    return kind(_build(s, it) for s in rest)
-
-
-# ---- tracing -----------------------------------------------------------------------------
+# ---- argument handling --------------------------------------------------------------------------
 def _argnums(name, argnums, nargs):
     single = isinstance(argnums, (int, np.integer)) and not isinstance(argnums, bool)
     nums = (argnums,) if single else argnums
-    if not isinstance(nums, (tuple, list)) or not all(isinstance(a, (int, np.integer)) for a in nums) or not nums:
+    if not isinstance(nums, (tuple, list)) or not nums or \
+            not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in nums):
         raise ArgnumError(f"{name}: argnums must be an int or a non-empty tuple of ints; got {argnums!r}")
     for a in nums:
         if not -nargs <= a < nargs:
             raise ArgnumError(f"{name}: argnums {a} is out of range for a function called with {nargs} positional "
                               f"argument(s)")
-    return tuple(int(a) % nargs for a in nums), single
+    nums = tuple(int(a) % nargs for a in nums)
+    if len(set(nums)) != len(nums):
+        raise ArgnumError(f"{name}: argnums {argnums!r} repeats an argument")
+    return nums, single
 
 
-class Traced:
-    """A program recorded at one trace level: inputs per argnum, output leaves, aux."""
-
-    def __init__(self, level, inputs, in_defs, outputs, out_def, aux):
-        self.level, self.inputs, self.in_defs = level, inputs, in_defs
-        self.outputs, self.out_def, self.aux = outputs, out_def, aux
-
-    def out_value(self, t):
-        return t.value if self.is_ours(t) else t
-
-    def is_ours(self, t):
-        return type(t) is Tracer and t.level == self.level
-
-    def out_values(self):
-        return tree_unflatten(self.out_def, [self.out_value(t) for t in self.outputs])
-
-    def nodes(self):
-        return toposort([t for t in self.outputs if self.is_ours(t)])
+def _check_method(name, method, allowed=METHODS):
+    if method not in allowed:
+        raise ValueError(f"{name}: method must be one of {', '.join(repr(m) for m in allowed)}; got {method!r}")
 
 
-def trace(f, args, argnums=(0,), has_aux=False, name="trace", kwargs=None):
-    """Run ``f`` on ``args`` with the leaves of ``args[argnums]`` traced (keyword arguments are passed
-    through as constants); returns a Traced."""
-    level = new_level()
-    args = list(args)
-    inputs, in_defs = [], []
-    for a in argnums:
-        leaves, d = tree_flatten(args[a])
-        boxed = []
-        for leaf in leaves:
-            v = as_input(name, f"argument {a}", leaf)
-            v = np.asarray(v) if type(v) is float else v
-            boxed.append(Tracer(v, level))
-        inputs.append(boxed)
-        in_defs.append(d)
-        args[a] = tree_unflatten(d, boxed)
-    out = f(*args, **(kwargs or {}))
-    aux = None
-    if has_aux:
-        if not (isinstance(out, (tuple, list)) and len(out) == 2):
-            raise NotDifferentiableError(f"{name}: has_aux=True needs f to return a pair (output, aux)")
-        out, aux = out
-        aux = tree_unflatten(*_strip(aux, level))
-    leaves, out_def = tree_flatten(out)
-    leaves = [np.asarray(l) if not isinstance(l, Tracer) else l for l in leaves]
-    return Traced(level, inputs, in_defs, leaves, out_def, aux)
+# ---- results never alias the caller's arrays -------------------------------------------------------
+def _root(a):
+    while isinstance(a, np.ndarray) and a.base is not None:
+        a = a.base
+    return id(a)
 
 
-def _strip(tree, level):
-    leaves, d = tree_flatten(tree)
-    return d, [l.value if type(l) is Tracer and l.level == level else l for l in leaves]
+class _Fresh:
+    """Copies any returned array that is (a view of) one of the caller's arrays or of an earlier result."""
+
+    def __init__(self, externals):
+        self.seen = {_root(a) for a in externals if isinstance(a, np.ndarray)}
+
+    def __call__(self, x):
+        if isinstance(x, Jacobian):
+            for t in x.terms:
+                t.factors = tuple((self(a), ls) for a, ls in t.factors)
+            return x
+        if isinstance(x, np.ndarray):
+            r = _root(x)
+            if r in self.seen or not x.flags.writeable:
+                x = x.copy()
+                r = id(x)
+            self.seen.add(r)
+        elif isinstance(x, np.generic):
+            x = np.asarray(x)
+        return x
+
+    def tree(self, tree):
+        leaves, d = tree_flatten(tree)
+        return tree_unflatten(d, [self(l) for l in leaves])
 
 
-# ---- the two passes ----------------------------------------------------------------------------
-def backward(tr, cotangents):
-    """Reverse pass: cotangents (one per output leaf, None for zero; any leading batch axes)
-    -> cotangents per input leaf (None where unreached). Only VJP rules run."""
-    cot = {}
-    for t, g in zip(tr.outputs, cotangents):
-        if g is not None and tr.is_ours(t):
-            k = t.seq
-            cot[k] = g if k not in cot else cot[k] + g
-    for node in reversed(tr.nodes()):
-        prim = node.prim
-        if prim is None:
-            continue
-        g = cot.pop(node.seq, None)
-        if g is None:
-            continue
-        rules, ans, args, params = prim.vjp_rules, node.value, node.args, node.params
-        for k, parent in node.parents:
-            try:
-                rule = rules[k]
-            except IndexError:
-                rule = None
-            c = (rule or prim._rule(rules, "VJP", k))(g, ans, *args, **params)
-            p = parent.seq
-            old = cot.get(p)
-            cot[p] = c if old is None else old + c
-    return [[cot.get(t.seq) for t in arg] for arg in tr.inputs]
+def _externals(*trees):
+    out = []
+    for t in trees:
+        out += tree_flatten(t)[0]
+    return out
 
 
-def forward(tr, tangents):
-    """Forward pass over the recorded graph: tangents per input leaf (None for zero; any leading
-    batch axes) -> tangent per output leaf (None where independent). Only JVP rules run."""
-    tan = {}
-    for arg, ts in zip(tr.inputs, tangents):
-        for t, v in zip(arg, ts):
-            if v is not None:
-                tan[t.seq] = v
-    for node in tr.nodes():
-        if node.prim is None:
-            continue
-        acc = None
-        for k, parent in node.parents:
-            v = tan.get(parent.seq)
-            if v is None:
-                continue
-            y = node.prim._rule(node.prim.jvp_rules, "JVP", k)(v, node.value, *node.args, **node.params)
-            acc = y if acc is None else acc + y
-        if acc is not None:
-            tan[node.seq] = acc
-    return [tan.get(t.seq) if tr.is_ours(t) else None for t in tr.outputs]
+# ---- Jacobians by the three methods -----------------------------------------------------------------
+def _nested(tr):
+    return any(type(t.value) is Tracer for arg in tr.inputs for t in arg)
 
 
-def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False):
-    """Structured Jacobians of output leaf ``out_index`` w.r.t. every input leaf, by chain().
-
-    Each recorded primitive contributes its full Jacobian; they are multiplied lazily
-    along the graph (so a chain-shaped stretch becomes one einsum whose order opt_einsum
-    picks) and contracted where paths meet, where their contributions are summed.
-    ``dense=True`` materialises every per-op Jacobian and contracts step by step.
-    ``symbolic=True`` only plans: factors become shapes and nothing is contracted.
-    """
-    out = tr.outputs[out_index]
-    oshape = np.shape(tr.out_value(out))
-    if not tr.is_ours(out):
-        return [[None for _ in arg] for arg in tr.inputs]
-    adj = {out.seq: Jacobian.identity(oshape, name="output")}
-
-    def settle(J):
-        J = plan_only(J) if symbolic else _contract_with_plan(J)
-        if plans is not None:
-            plans.append(J.plan)
-        return J
-
-    def add(A, B):
-        A = A if _settled(A) else settle(A)
-        B = B if _settled(B) else settle(B)
-        if symbolic:
-            return _symbolic_sum(A, B)
-        return A + B
-
-    for node in reversed(tr.nodes()):
-        if node.prim is None:
-            continue
-        A = adj.pop(node.seq, None)
-        if A is None:
-            continue
-        for k, parent in node.parents:
-            if any(type(x) is Tracer for x in node.args) or type(node.value) is Tracer:
-                raise NotDifferentiableError("jacobian(method='chain') cannot run inside another transform; "
-                                             "use method='rev' or 'fwd' (e.g. for hessian)")
-            Jk = node.prim._rule(node.prim.jac_rules, "Jacobian", k)(node.value, *node.args, **node.params)
-            Jk.name = f"{node.prim.name} w.r.t. argument {k}"
-            if dense:
-                Jk = shape_only_dense(Jk) if symbolic else Jk.densified()
-                contrib = settle(_product(A, Jk))
-            else:
-                contrib = _product(A, Jk)
-                if len(contrib.terms) > config.max_terms:
-                    contrib = settle(contrib)
-            p = parent.seq
-            adj[p] = add(adj[p], contrib) if p in adj else contrib
-    res = []
-    for arg in tr.inputs:
-        row = []
-        for t in arg:
-            J = adj.get(t.seq)
-            row.append(None if J is None else (J if _settled(J) else settle(J)))
-        res.append(row)
-    return res
+def _jacobian_values(tr, method, dense, name, structured=False):
+    """per_out[o][a][i]: the Jacobian of output leaf o w.r.t. leaf i of argument group a."""
+    outs = [np.shape(tr.out_value(t)) for t in tr.outputs]
+    ins = [[np.shape(t.value) for t in arg] for arg in tr.inputs]
+    if not (structured and method == "chain"):
+        for o, os in enumerate(outs):
+            for a, arg in enumerate(ins):
+                for s in arg:
+                    check_bytes(nbytes(os + s), f"{name}: the Jacobian of output {o} w.r.t. an input of argument "
+                                                f"group {a}", os + s)
+    per_out = [[[None] * len(arg) for arg in ins] for _ in outs]
+    if method == "chain":
+        for o in range(len(outs)):
+            for a, row in enumerate(chain_accumulate(tr, o, dense=dense)):
+                for i, J in enumerate(row):
+                    per_out[o][a][i] = J if structured or J is None else J.dense()
+    elif method == "rev":
+        _rev_values(tr, outs, ins, per_out, name)
+    elif method == "fwd":
+        _fwd_values(tr, outs, ins, per_out, name)
+    else:
+        _check_method(name, method)
+    for o, os in enumerate(outs):
+        for a, arg in enumerate(ins):
+            for i, s in enumerate(arg):
+                J = per_out[o][a][i]
+                if J is None:
+                    J = Jacobian.zeros(os, s, name="zero") if structured else np.zeros(os + s)
+                elif structured and not isinstance(J, Jacobian):
+                    J = Jacobian.from_dense(J, len(os), name=f"d(output {o})/d(input)")
+                per_out[o][a][i] = J
+    return per_out
 
 
-def _symbolic_sum(A, B):
-    terms = A.terms + B.terms
-    if len(terms) <= config.max_terms:
-        return Jacobian(A.out_shape, A.in_shape, terms, name=A.name)
-    return shape_only_dense(A)  # planning: assume the sum goes dense (an upper bound)
+def _rev_values(tr, outs, ins, per_out, name):
+    from .ops.shape import concatenate, reshape
+    nested = _nested(tr)
+    for o, os in enumerate(outs):
+        t_out = tr.outputs[o]
+        if not tr.is_ours(t_out):
+            continue  # a constant output: its Jacobians are zero, no basis is built
+        m = numel(os)
+        chunk = m if nested else batch_plan(tr, m, "rev", f"{name} (reverse mode, output {o})", {t_out.seq})
+        results = [[[] for _ in arg] for arg in ins]
+        dest = None if nested else [[None] * len(arg) for arg in ins]
+        for start in range(0, max(m, 1), max(chunk, 1)):
+            stop = min(m, start + chunk)
+            cots = [None] * len(outs)
+            cots[o] = basis_chunk(start, stop, m, os)
+            for a, row in enumerate(backward(tr, cots)):
+                for i, c in enumerate(row):
+                    if c is None:
+                        continue
+                    if nested:
+                        results[a][i].append(c)
+                    else:
+                        if dest[a][i] is None:
+                            dest[a][i] = np.zeros((m,) + ins[a][i])
+                        dest[a][i][start:stop] = c
+            if m == 0:
+                break
+        for a in range(len(ins)):
+            for i, s in enumerate(ins[a]):
+                if nested and results[a][i]:
+                    c = results[a][i][0] if len(results[a][i]) == 1 else concatenate(results[a][i], axis=0)
+                    per_out[o][a][i] = reshape(c, os + s)
+                elif not nested and dest[a][i] is not None:
+                    per_out[o][a][i] = dest[a][i].reshape(os + s)
 
 
-def _settled(J):
-    return all(len(t.factors) <= 1 for t in J.terms)
-
-
-# ---- user-facing transforms ---------------------------------------------------------------------
-def _zeros_jac(oshape, ishape, what):
-    check_bytes(int(np.prod(oshape + ishape, dtype=np.int64)) * ITEMSIZE, what, oshape + ishape)
-    return np.zeros(oshape + ishape)
+def _fwd_values(tr, outs, ins, per_out, name):
+    from .ops.shape import concatenate, reshape, transpose
+    nested = _nested(tr)
+    used = {p.seq for node in tr.nodes() for _, p in node.parents} | \
+        {t.seq for t in tr.outputs if tr.is_ours(t)}
+    for a, arg in enumerate(ins):
+        for i, s in enumerate(arg):
+            leaf = tr.inputs[a][i]
+            if leaf.seq not in used:
+                continue  # the output never reads this input: zero Jacobians, no basis built
+            m = numel(s)
+            chunk = m if nested else batch_plan(tr, m, "fwd", f"{name} (forward mode, input {a}/{i})", {leaf.seq})
+            parts = [[] for _ in outs]
+            dest = [None] * len(outs)
+            for start in range(0, max(m, 1), max(chunk, 1)):
+                stop = min(m, start + chunk)
+                tangents = [[None] * len(x) for x in ins]
+                tangents[a][i] = basis_chunk(start, stop, m, s)
+                for o, (os, t) in enumerate(zip(outs, forward(tr, tangents))):
+                    if t is None:
+                        continue
+                    if nested:
+                        parts[o].append(t)
+                    else:
+                        if dest[o] is None:
+                            dest[o] = np.zeros((numel(os), m))
+                        dest[o][:, start:stop] = np.reshape(t, (stop - start, numel(os))).T
+                if m == 0:
+                    break
+            for o, os in enumerate(outs):
+                n = numel(os)
+                if nested and parts[o]:
+                    t = parts[o][0] if len(parts[o]) == 1 else concatenate(parts[o], axis=0)
+                    per_out[o][a][i] = reshape(transpose(reshape(t, (m, n))), os + s)
+                elif not nested and dest[o] is not None:
+                    per_out[o][a][i] = dest[o].reshape(os + s)
 
 
 def _assemble(tr, per_out, single):
@@ -260,115 +207,116 @@ def _assemble(tr, per_out, single):
     return tree_unflatten(tr.out_def, leaves)
 
 
-def _check_batched(tr, m, name, what):
-    """The vectorised passes carry m basis vectors through every intermediate: refuse before starting
-    if the largest of those batched arrays would exceed the memory limit."""
-    biggest = max((t for t in tr.nodes()), key=lambda t: np.size(t.value), default=None)
-    if biggest is not None:
-        shape = (m,) + np.shape(biggest.value)
-        check_bytes(int(np.prod(shape, dtype=np.int64)) * ITEMSIZE,
-                    f"{name}: {m} batched {what} through the intermediate "
-                    f"{biggest.prim.name if biggest.prim else 'input'} of shape {np.shape(biggest.value)}", shape)
+def _tag(fn, kind, f, **info):
+    """Remember what a transformed function is (explain() and jit() read it)."""
+    fn.__name__ = f"{kind}({getattr(f, '__name__', 'f')})"
+    fn.__wrapped__ = f
+    fn._jactensor = dict(info, kind=kind, f=f)
+    return fn
 
 
-def _jacobian_values(tr, method, dense, name):
-    from .ops.shape import reshape, transpose
-    outs = [np.shape(tr.out_value(t)) for t in tr.outputs]
-    ins = [[np.shape(t.value) for t in arg] for arg in tr.inputs]
-    for o, os in enumerate(outs):
-        for a, arg in enumerate(ins):
-            for s in arg:
-                check_bytes(int(np.prod(os + s, dtype=np.int64)) * ITEMSIZE,
-                            f"{name}: the Jacobian of output {o} w.r.t. an input of argument group {a}", os + s)
-    per_out = [[[None] * len(arg) for arg in ins] for _ in outs]
-    if method == "chain":
-        for o in range(len(outs)):
-            Js = chain_accumulate(tr, o, dense=dense)
-            for a, row in enumerate(Js):
-                for i, J in enumerate(row):
-                    per_out[o][a][i] = J.dense() if J is not None else None
-    elif method == "rev":
-        for o, os in enumerate(outs):
-            m = int(np.prod(os, dtype=np.int64))
-            _check_batched(tr, m, name, "cotangents")
-            cots = [None] * len(outs)
-            cots[o] = np.eye(m).reshape((m,) + os)
-            res = backward(tr, cots)
-            for a, row in enumerate(res):
-                for i, c in enumerate(row):
-                    per_out[o][a][i] = None if c is None else reshape(c, os + ins[a][i])
-    elif method == "fwd":
-        for a, arg in enumerate(ins):
-            for i, s in enumerate(arg):
-                m = int(np.prod(s, dtype=np.int64))
-                _check_batched(tr, m, name, "tangents")
-                tangents = [[None] * len(x) for x in ins]
-                tangents[a][i] = np.eye(m).reshape((m,) + s)
-                res = forward(tr, tangents)
-                for o, (os, t) in enumerate(zip(outs, res)):
-                    if t is None:
-                        continue
-                    n = int(np.prod(os, dtype=np.int64))
-                    per_out[o][a][i] = reshape(transpose(reshape(t, (m, n))), os + s)
-    else:
-        raise ValueError(f"{name}: method must be 'chain', 'rev' or 'fwd'; got {method!r}")
-    for o, os in enumerate(outs):
-        for a, arg in enumerate(ins):
-            for i, s in enumerate(arg):
-                if per_out[o][a][i] is None:
-                    per_out[o][a][i] = _zeros_jac(os, s, name)
-    return per_out
-
-
-def jacobian(f, argnums=0, has_aux=False, method="chain", dense=False):
+def jacobian(f, argnums=0, has_aux=False, method="chain", dense=False, structured=False):
     """The full Jacobian of ``f``: for an output of shape O and an argument of shape I, shape O + I.
 
     method: "chain" (each primitive's full Jacobian, accumulated with chain(): the explicit
-    route), "rev" (one VJP per output element, vectorised) or "fwd" (one JVP per input
-    element, vectorised). All three give the same numbers. ``dense=True`` (chain only)
-    materialises every per-op Jacobian (the naive route). A Jacobian above
-    ``config.max_jacobian_bytes`` raises JacobianTooLargeError before anything is allocated.
+    route), "rev" (VJPs of the output's basis vectors, vectorised) or "fwd" (JVPs of the input's
+    basis vectors, vectorised). All three give the same numbers. ``dense=True`` (chain only)
+    materialises every per-op Jacobian (the naive route). ``structured=True`` returns every leaf
+    as a :class:`Jacobian` (factored; ``np.asarray(J)`` is the dense array), and with
+    method="chain" nothing dense is built at all. Without it, a Jacobian above
+    ``config.max_jacobian_bytes`` raises JacobianTooLargeError before anything is allocated;
+    rev and fwd process the basis in chunks that fit the limit.
 
     >>> import numpy as np, jactensor as jt
     >>> jt.jacobian(lambda x: x * x)(np.array([1.0, 2.0]))
     array([[2., 0.],
            [0., 4.]])
     """
+    _check_method("jacobian", method)
+
     def jac_fn(*args, **kwargs):
         nums, single = _argnums("jacobian", argnums, len(args))
         tr = trace(f, args, nums, has_aux, "jacobian", kwargs)
-        per_out = _jacobian_values(tr, method, dense, "jacobian")
+        per_out = _jacobian_values(tr, method, dense, "jacobian", structured)
         res = _assemble(tr, per_out, single)
-        return (res, tr.aux) if has_aux else res
-    jac_fn.__name__ = f"jacobian({getattr(f, '__name__', 'f')})"
-    return jac_fn
+        fresh = _Fresh(_externals(args, kwargs))
+        res = fresh.tree(res)
+        return (res, fresh.tree(tr.aux)) if has_aux else res
+    return _tag(jac_fn, "jacobian", f, argnums=argnums, has_aux=has_aux, method=method, dense=dense,
+                structured=structured)
 
 
 def jacrev(f, argnums=0, has_aux=False):
-    """``jacobian(f, method="rev")``: one vectorised VJP per output element (like jax.jacrev)."""
+    """``jacobian(f, method="rev")``: vectorised VJPs of the output's basis (like jax.jacrev)."""
     return jacobian(f, argnums, has_aux, method="rev")
 
 
 def jacfwd(f, argnums=0, has_aux=False):
-    """``jacobian(f, method="fwd")``: one vectorised JVP per input element (like jax.jacfwd)."""
+    """``jacobian(f, method="fwd")``: vectorised JVPs of the input's basis (like jax.jacfwd)."""
     return jacobian(f, argnums, has_aux, method="fwd")
 
 
-def hessian(f, argnums=0, has_aux=False):
-    """Second derivative, shape out.shape + in.shape + in.shape (JAX's convention): the Jacobian
-    (forward mode) of the Jacobian (reverse mode), both through differentiable VJP/JVP rules."""
+# ---- hessian ---------------------------------------------------------------------------------
+def hessian(f, argnums=0, has_aux=False, method="auto", structured=False):
+    """Second derivative, shape out.shape + in.shape + in.shape (JAX's convention).
+
+    method: "chain" (the Jacobian of the recorded gradient program, accumulated with
+    ``chain()``: structured factors, often far cheaper), "fwdrev" (forward mode over
+    reverse mode through differentiable VJP/JVP rules, like jax.hessian) or "auto" (the
+    cheaper of the two by the planner's FLOP estimate; ``jt.explain(jt.hessian(f), *args)``
+    shows both estimates and the choice). ``structured=True`` returns :class:`Jacobian`
+    leaves (with "chain", nothing dense is built). With tuple argnums the result is nested
+    as in JAX: ``H[i][j]`` is the block d2f / dx_i dx_j.
+    """
+    _check_method("hessian", method, HESSIAN_METHODS)
+
     def hess_fn(*args, **kwargs):
         nums, single = _argnums("hessian", argnums, len(args))
-        inner = jacobian(f, nums if not single else nums[0], has_aux=has_aux, method="rev")
-        outer = jacobian(inner, nums if not single else nums[0], has_aux=has_aux, method="fwd")
-        return outer(*args, **kwargs)
-    return hess_fn
+        an = nums[0] if single else nums
+        inner = jacobian(f, an, has_aux=has_aux, method="rev")
+        tr = trace(inner, args, nums, has_aux, "hessian", kwargs)
+        chosen = method if method != "auto" else hessian_costs(tr)["chosen"]
+        outer = "chain" if chosen == "chain" else "fwd"
+        per_out = _jacobian_values(tr, outer, False, "hessian", structured)
+        res = _Fresh(_externals(args, kwargs)).tree(_assemble(tr, per_out, single))
+        return (res, tr.aux) if has_aux else res
+    return _tag(hess_fn, "hessian", f, argnums=argnums, has_aux=has_aux, method=method, structured=structured)
 
 
+def hessian_costs(tr):
+    """Planner's FLOP estimates of the two Hessian routes over a traced gradient program ``tr``:
+    "chain" (the summed chain plans of the structured Jacobians) and "fwdrev" (one JVP pass per
+    input element, each node's JVP costed as its Jacobian contracted with a tangent)."""
+    from . import contract as _c
+    plans = []
+    for o in range(len(tr.outputs)):
+        chain_accumulate(tr, o, plans=plans, symbolic=True)
+    chain_flops = sum(p.chosen.flops for p in plans)
+    m_in = sum(numel(np.shape(t.value)) for arg in tr.inputs for t in arg)
+    per_vector = 0
+    for node in tr.nodes():
+        if node.prim is None:
+            continue
+        for k, _ in node.parents:
+            J = node.prim._rule(node.prim.jac_rules, "Jacobian", k)(node.value, *node.args, **node.params)
+            n_out = len(J.out_shape)
+            for t in J.terms:
+                labels = [ls for _, ls in t.factors] + [t.labels[n_out:]]
+                shapes = [a.shape for a, _ in t.factors] + [J.in_shape]
+                present = {l for ls in labels for l in ls}
+                keep = tuple(l for l in dict.fromkeys(t.labels[:n_out]) if l in present)
+                spread = numel(t.sizes[l] for l in dict.fromkeys(t.labels[:n_out]) if l not in present)
+                per_vector += max(_c.plan(shapes, labels, keep).flops * spread, numel(J.out_shape))
+    fwd_flops = m_in * per_vector
+    return {"chain": chain_flops, "fwdrev": fwd_flops, "chosen": "chain" if chain_flops <= fwd_flops else "fwdrev"}
+
+
+# ---- grad, vjp, jvp -------------------------------------------------------------------------------
 def _scalar_check(name, tr):
     if len(tr.outputs) != 1 or tr.out_def is not None or np.shape(tr.out_value(tr.outputs[0])) != ():
         shapes = [np.shape(tr.out_value(t)) for t in tr.outputs]
-        what = f"shape {shapes[0]}" if tr.out_def is None else f"a {tr.out_def[0].__name__} of shapes {shapes}"
+        kind = "pytree" if tr.out_def is None or not isinstance(tr.out_def.kind, type) else tr.out_def.kind.__name__
+        what = f"shape {shapes[0]}" if tr.out_def is None else f"a {kind} of shapes {shapes}"
         raise NotDifferentiableError(
             f"{name}: f must return a scalar (shape ()), but it returned {what}. Use jt.jacobian for the full "
             f"Jacobian or jt.vjp to pull back a cotangent; or reduce the output (e.g. jt.sum).")
@@ -380,14 +328,15 @@ def value_and_grad(f, argnums=0, has_aux=False):
         nums, single = _argnums("value_and_grad", argnums, len(args))
         tr = trace(f, args, nums, has_aux, "grad", kwargs)
         _scalar_check("grad", tr)
-        (cots,) = [backward(tr, [np.ones(())])]
+        cots = backward(tr, [np.ones(())])
         grads = [tree_unflatten(tr.in_defs[a], [np.zeros(np.shape(t.value)) if c is None else c
                                                 for t, c in zip(tr.inputs[a], row)])
                  for a, row in enumerate(cots)]
-        g = grads[0] if single else tuple(grads)
-        value = tr.out_values()
-        return ((value, tr.aux) if has_aux else value), g
-    return vg
+        fresh = _Fresh(_externals(args, kwargs))
+        g = fresh.tree(grads[0] if single else tuple(grads))
+        value = fresh.tree(tr.out_values())
+        return ((value, fresh.tree(tr.aux)) if has_aux else value), g
+    return _tag(vg, "value_and_grad", f, argnums=argnums, has_aux=has_aux)
 
 
 def grad(f, argnums=0, has_aux=False):
@@ -397,19 +346,21 @@ def grad(f, argnums=0, has_aux=False):
     def g(*args, **kwargs):
         (value, g_) = vg(*args, **kwargs)
         return (g_, value[1]) if has_aux else g_
-    return g
+    return _tag(g, "grad", f, argnums=argnums, has_aux=has_aux)
 
 
 def vjp(f, *primals, has_aux=False, argnums=None):
     """(f(*primals), vjp_fn[, aux]); vjp_fn(cotangent) returns one cotangent per primal (or per argnum)."""
     nums = tuple(range(len(primals))) if argnums is None else _argnums("vjp", argnums, len(primals))[0]
     tr = trace(f, primals, nums, has_aux, "vjp")
-    out = tr.out_values()
+    fresh = _Fresh(_externals(primals))
+    out = fresh.tree(tr.out_values())
 
     def vjp_fn(cotangent):
         leaves, d = tree_flatten(cotangent)
         if d != tr.out_def or len(leaves) != len(tr.outputs):
-            raise ShapeError("vjp_fn: the cotangent must have the structure of f's output")
+            raise ShapeError(f"vjp_fn: the cotangent must have the structure of f's output ({len(tr.outputs)} "
+                             f"leaves); got {len(leaves)} leaves")
         cots = []
         for k, (t, g) in enumerate(zip(tr.outputs, leaves)):
             g = as_input("vjp_fn", f"cotangent {k}", g)
@@ -418,10 +369,11 @@ def vjp(f, *primals, has_aux=False, argnums=None):
                 raise ShapeError(f"vjp_fn: cotangent {k} has shape {np.shape(g)} but the output has shape {want}")
             cots.append(np.asarray(g))
         res = backward(tr, cots)
-        return tuple(tree_unflatten(tr.in_defs[a], [np.zeros(np.shape(t.value)) if c is None else c
+        out_ = tuple(tree_unflatten(tr.in_defs[a], [np.zeros(np.shape(t.value)) if c is None else c
                                                     for t, c in zip(tr.inputs[a], row)])
                      for a, row in enumerate(res))
-    return (out, vjp_fn, tr.aux) if has_aux else (out, vjp_fn)
+        return _Fresh(_externals(primals, cotangent)).tree(out_)
+    return (out, vjp_fn, fresh.tree(tr.aux)) if has_aux else (out, vjp_fn)
 
 
 def jvp(f, primals, tangents, has_aux=False):
@@ -446,5 +398,7 @@ def jvp(f, primals, tangents, has_aux=False):
     res = forward(tr, tans)
     t_out = tree_unflatten(tr.out_def, [np.zeros(np.shape(tr.out_value(o))) if r is None else r
                                         for o, r in zip(tr.outputs, res)])
-    out = tr.out_values()
-    return (out, t_out, tr.aux) if has_aux else (out, t_out)
+    fresh = _Fresh(_externals(primals, tangents))
+    out = fresh.tree(tr.out_values())
+    t_out = fresh.tree(t_out)
+    return (out, t_out, fresh.tree(tr.aux)) if has_aux else (out, t_out)

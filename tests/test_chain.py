@@ -26,7 +26,7 @@ STEPS = [
 
 def _prim_jacobian(fn, x):
     """The structured Jacobian of a one-primitive-deep step (traced, not densified)."""
-    from jactensor.transforms import chain_accumulate, trace
+    from jactensor.passes import chain_accumulate, trace
     tr = trace(fn, (x,))
     (row,) = chain_accumulate(tr, 0)
     return row[0], np.asarray(tr.out_values())

@@ -5,7 +5,8 @@ import numpy as np
 
 from ..config import config
 from ..errors import JacobianTooLargeError
-from ..jacobian import Jacobian, chain, chain_plan
+from ..chain import chain, chain_plan
+from ..jacobian import Jacobian
 from ..transforms import grad, jacobian
 from . import problems as P
 from .timing import fit_slope, measure_interleaved, measure_peak, measure_time

@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..errors import AxisError
+from ..tracer import Tracer
 
 __all__ = ["norm_axes", "unbroadcast", "expand_to", "nbatch", "battery", "bcast"]
 
@@ -9,7 +10,6 @@ __all__ = ["norm_axes", "unbroadcast", "expand_to", "nbatch", "battery", "bcast"
 def bcast(x, shape):
     """broadcast_to inside rules: a filled new array (cheaper than np.broadcast_to's Python wrapper,
     and writable), or the primitive for a traced value."""
-    from ..trace import Tracer
     if type(x) is Tracer:
         from .shape import broadcast_to
         return broadcast_to.apply((x,), {"shape": tuple(shape)})

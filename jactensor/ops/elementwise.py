@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..core import broadcast_jacobian, defprimitive, unary_jacobian
-from ..trace import getval
+from ..tracer import getval
 from ._util import battery, bcast, expand_to, unbroadcast
 
 __all__ = ["negative", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "gelu", "erf",
@@ -44,6 +44,7 @@ def defunary(name, impl, deriv, formula, domain="real", doc="", bind=_bind_unary
         vjp=[lambda g, ans, x, **p: g * deriv(ans, x, **p)],
         jvp=[lambda t, ans, x, **p: t * deriv(ans, x, **p)],
         battery=battery("unary", (domain,), **(params or {})),
+        numpy=_ufunc_names(name),
     )
 
 
@@ -77,7 +78,12 @@ def defbinary(name, impl, derivs, formula, domains=("real", "real"), doc=""):
 
     return defprimitive(name, impl, bind=_binder(name), formula=formula, doc=doc,
                         jac=[jac(0), jac(1)], vjp=[vjp(0), vjp(1)], jvp=[jvp(0), jvp(1)],
-                        battery=battery("binary", domains))
+                        battery=battery("binary", domains), numpy=_ufunc_names(name))
+
+
+def _ufunc_names(name):
+    """The numpy ufunc of the same name, if there is one (np.exp on a traced value records exp)."""
+    return (name,) if isinstance(getattr(np, name, None), np.ufunc) else ()
 
 
 def _dval(d):

@@ -131,7 +131,7 @@ def _matmul_jvp_b(t, ans, a, b):
 
 
 matmul = defprimitive(
-    "matmul", np.matmul, bind=_bind_matmul,
+    "matmul", np.matmul, bind=_bind_matmul, numpy=("matmul",),
     formula="dY[..,i,j]/dA[..,r,s] = delta(i,r) B[..,s,j];  dY[..,i,j]/dB[..,r,s] = A[..,i,r] delta(s,j)",
     doc="a @ b with numpy semantics: 1-d operands, batch axes, broadcasting.",
     jac=[_matmul_jac(0), _matmul_jac(1)],
@@ -266,7 +266,7 @@ def _einsum_battery(rng, n):
 
 
 einsum = defprimitive(
-    "einsum", _einsum_impl, bind=_bind_einsum,
+    "einsum", _einsum_impl, bind=_bind_einsum, numpy=(np.einsum,),
     formula="dY[out]/dX_k[in_k] = einsum(all operands but X_k) on labels (out, in_k); "
             "an index of X_k that is also in out is a delta",
     doc="einsum(subscripts, *operands): any valid spec (ellipsis, implicit output, repeated indices).",

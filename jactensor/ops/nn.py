@@ -8,7 +8,7 @@ import numpy as np
 from ..core import defprimitive
 from ..errors import LabelError, ShapeError
 from ..jacobian import Jacobian
-from ..trace import getval
+from ..tracer import getval
 from ._util import bcast, expand_to, nbatch, norm_axes, sample, unbroadcast
 
 __all__ = ["softmax", "log_softmax", "layer_norm", "cross_entropy", "mse"]

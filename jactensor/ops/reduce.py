@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core import defprimitive
 from ..jacobian import Jacobian
-from ..trace import getval
+from ..tracer import getval
 from ._util import bcast, norm_axes, sample, unary_shapes
 
 __all__ = ["sum", "mean", "max"]
@@ -77,7 +77,7 @@ sum = defprimitive(
     jac=[_sum_jac(lambda x, axis: 1.0)],
     vjp=[lambda g, ans, x, axis, keepdims: _broadcast_back(g, ans, x, axis, keepdims)],
     jvp=[lambda t, ans, x, axis, keepdims: t.sum(axis=axis, keepdims=keepdims)],
-    battery=_reduce_battery)
+    battery=_reduce_battery, numpy=(np.sum,))
 
 mean = defprimitive(
     "mean", lambda x, axis, keepdims: x.mean(axis=axis, keepdims=keepdims), bind=_bind("mean"),
@@ -86,7 +86,7 @@ mean = defprimitive(
     jac=[_sum_jac(lambda x, axis: 1.0 / _count(x, axis))],
     vjp=[lambda g, ans, x, axis, keepdims: _broadcast_back(g, ans, x, axis, keepdims) * (1.0 / _count(x, axis))],
     jvp=[lambda t, ans, x, axis, keepdims: t.mean(axis=axis, keepdims=keepdims)],
-    battery=_reduce_battery)
+    battery=_reduce_battery, numpy=(np.mean,))
 
 
 def _argmax_mask(ans, x, axis, keepdims):
@@ -110,4 +110,4 @@ max = defprimitive(
     vjp=[lambda g, ans, x, axis, keepdims: _expand(g, ans, x, axis, keepdims) * _argmax_mask(ans, x, axis, keepdims)],
     jvp=[lambda t, ans, x, axis, keepdims: (t * _argmax_mask(ans, x, axis, keepdims)).sum(axis=axis,
                                                                                            keepdims=keepdims)],
-    battery=_reduce_battery)
+    battery=_reduce_battery, numpy=(np.max, np.amax))

@@ -73,7 +73,7 @@ def _reshape_jac(ans, x, shape):
 
 
 reshape = defprimitive(
-    "reshape", lambda x, shape: np.reshape(x, shape), bind=_bind_reshape,
+    "reshape", lambda x, shape: np.reshape(x, shape), bind=_bind_reshape, numpy=(np.reshape,),
     formula="dY[i..]/dX[j..] = delta(flat(i..), flat(j..))   (row-major flat index)",
     doc="numpy reshape (one -1 allowed).",
     jac=[_reshape_jac],
@@ -103,7 +103,7 @@ def _transpose_batched(g, nb, perm):
 
 
 transpose = defprimitive(
-    "transpose", lambda x, axes: np.transpose(x, axes), bind=_bind_transpose,
+    "transpose", lambda x, axes: np.transpose(x, axes), bind=_bind_transpose, numpy=(np.transpose,),
     formula="dY[i_0..i_n]/dX[j..] = prod_k delta(i_k, j_axes[k])",
     doc="Permute axes (default: reverse them), numpy semantics.",
     jac=[lambda ans, x, axes: Jacobian.from_labels(np.shape(ans), np.shape(x),
@@ -127,7 +127,7 @@ def _bind_broadcast_to(x, shape):
 
 
 broadcast_to = defprimitive(
-    "broadcast_to", lambda x, shape: np.broadcast_to(x, shape), bind=_bind_broadcast_to,
+    "broadcast_to", lambda x, shape: np.broadcast_to(x, shape), bind=_bind_broadcast_to, numpy=(np.broadcast_to,),
     formula="dY[i..]/dX[j..] = delta over the axes X keeps (axes X broadcasts along are free)",
     doc="numpy broadcast_to (a read-only view forward).",
     jac=[lambda ans, x, shape: broadcast_jacobian(None, tuple(shape), np.shape(x))],
@@ -330,7 +330,7 @@ def _concat_jvp(k):
 
 
 concatenate = defprimitive(
-    "concatenate", lambda *arrays, axis: np.concatenate(arrays, axis=axis), bind=_bind_concatenate,
+    "concatenate", lambda *arrays, axis: np.concatenate(arrays, axis=axis), bind=_bind_concatenate, numpy=(np.concatenate,),
     formula="dY[..,i,..]/dX_k[..,j,..] = delta(others) delta(i, offset_k + j)",
     doc="numpy concatenate(arrays, axis).",
     jac=PerArg(_concat_jac), vjp=PerArg(_concat_vjp), jvp=PerArg(_concat_jvp),

@@ -1,0 +1,103 @@
+"""Planning and contracting one term: opt_einsum's path against forward and reverse accumulation.
+
+Costs come from ``contract.plan`` (FLOPs and the largest intermediate, from shapes alone),
+so the memory guard runs before any einsum does.
+"""
+import numpy as np
+
+from . import contract as _c
+from .memory import ITEMSIZE, check_bytes, numel
+from .term import Term
+
+__all__ = ["ChainPlan", "ORDERS", "term_paths", "choose", "contract_term", "ShapeOnly"]
+
+ORDERS = ("best", "forward", "reverse")
+
+
+class ShapeOnly:
+    """Stands in for a factor when only its shape is needed (plans)."""
+
+    __slots__ = ("shape",)
+    nbytes = 0
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+
+class ChainPlan:
+    """FLOPs and largest intermediate for the chosen order against forward and reverse accumulation."""
+
+    def __init__(self, chosen, forward, reverse, n_terms, out_bytes):
+        self.chosen, self.forward, self.reverse = chosen, forward, reverse
+        self.n_terms, self.out_bytes = n_terms, out_bytes
+
+    def __repr__(self):
+        return (f"ChainPlan(chosen={self.chosen.flops}, forward={self.forward.flops}, "
+                f"reverse={self.reverse.flops}, terms={self.n_terms})")
+
+    def __str__(self):
+        rows = [("order", "FLOPs", "largest intermediate")]
+        for name, c in (("chosen", self.chosen), ("forward (right to left)", self.forward),
+                        ("reverse (left to right)", self.reverse)):
+            rows.append((name, f"{c.flops:,}", f"{c.largest:,} elements"))
+        w = [max(len(r[i]) for r in rows) for i in range(3)]
+        return "\n".join(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}" for r in rows)
+
+    @staticmethod
+    def total(plans):
+        c = f = r = _c.ZERO_COST
+        n = 0
+        for p in plans:
+            c, f, r, n = c + p.chosen, f + p.forward, r + p.reverse, n + p.n_terms
+        return ChainPlan(c, f, r, n, 0)
+
+
+def term_paths(t):
+    """Chosen (opt_einsum), forward-sequential and reverse-sequential costs of contracting one term,
+    and the labels the contracted factor keeps."""
+    present = t.present()
+    keep = tuple(l for l in t.distinct() if l in present)
+    shapes = [a.shape for a, _ in t.factors]
+    labels = [ls for _, ls in t.factors]
+    n = len(shapes)
+    if n <= 1:
+        c = _c.plan(shapes, labels, keep) if n else _c.ZERO_COST
+        return c, c, c, keep
+    rev = _c.plan(shapes, labels, keep, _c.sequential_path(n))
+    fwd = _c.plan(shapes[::-1], labels[::-1], keep, _c.sequential_path(n))
+    opt = _c.plan(shapes, labels, keep)
+    return opt, fwd, rev, keep
+
+
+def choose(opt, fwd, rev, order="best"):
+    """(cost, which) of the order to use: forced, or the cheapest (None = opt_einsum's own path)."""
+    forced = {"forward": (fwd, "fwd"), "reverse": (rev, "rev")}.get(order)
+    return forced or min((opt, None), (rev, "rev"), (fwd, "fwd"), key=lambda x: x[0].flops)
+
+
+def contract_term(t, what="Jacobian", order="best"):
+    """Contract one term's factors into a single factor over the distinct axis labels they carry.
+
+    order="best": the cheapest of opt_einsum's path and the two sequential orders (so never
+    costlier than forward or reverse accumulation); "forward" / "reverse" force that order.
+    Returns (term, (chosen, forward, reverse) PathCosts). The memory guard runs first.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"chain: order must be one of {ORDERS}; got {order!r}")
+    opt, fwd, rev, keep = term_paths(t)
+    cost, which = choose(opt, fwd, rev, order)
+    if not t.factors or (len(t.factors) == 1 and t.factors[0][1] == keep):
+        return t, (cost, fwd, rev)
+    check_bytes(cost.largest * ITEMSIZE, f"{what} (largest contraction intermediate)", (cost.largest,))
+    out_shape = [t.sizes[l] for l in keep]
+    check_bytes(numel(out_shape) * ITEMSIZE, f"{what} (contracted factor)", out_shape)
+    ops = [a for a, _ in t.factors]
+    labels = [ls for _, ls in t.factors]
+    if which == "fwd":
+        ops, labels = ops[::-1], labels[::-1]
+    value = _c.contract(ops, labels, keep, _c.sequential_path(len(ops)) if which else None)
+    return Term(t.coef, [(np.asarray(value), keep)], t.labels, t.sizes), (cost, fwd, rev)
