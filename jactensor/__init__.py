@@ -7,7 +7,8 @@ Jacobians with one einsum whose order opt_einsum picks.
 from .config import config
 from .core import Primitive
 from .registry import registry
-from .errors import (ArgnumError, AxisError, ConcretizationError, DTypeError, IndexingError, JacobianTooLargeError,
+from .errors import (ArgnumError, AxisError, ConcretizationError, DTypeError, FormulaError, IndexingError,
+                     JacobianTooLargeError,
                      JactensorError, LabelError, NonFiniteError, NotDifferentiableError, ShapeError)
 from .jacobian import Jacobian
 from .chain import ChainPlan, chain, chain_plan
@@ -22,7 +23,7 @@ __version__ = "0.2.0"
 __all__ = ["config", "Primitive", "registry", "Jacobian", "chain", "chain_plan", "ChainPlan", "getval",
            "JactensorError", "ShapeError", "AxisError", "IndexingError", "DTypeError", "NonFiniteError",
            "JacobianTooLargeError", "LabelError", "ArgnumError", "NotDifferentiableError",
-           "ConcretizationError"] + list(_ops_all)
+           "ConcretizationError", "FormulaError"] + list(_ops_all)
 
 from .transforms import grad, hessian, jacfwd, jacobian, jacrev, jvp, value_and_grad, vjp  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 __all__ = [
     "JactensorError", "ShapeError", "AxisError", "IndexingError", "DTypeError", "NonFiniteError",
-    "JacobianTooLargeError", "LabelError", "ArgnumError", "NotDifferentiableError", "ConcretizationError",
+    "JacobianTooLargeError", "LabelError", "ArgnumError", "NotDifferentiableError", "ConcretizationError", "FormulaError",
 ]
 
 
@@ -48,3 +48,7 @@ class NotDifferentiableError(JactensorError, TypeError):
 
 class ConcretizationError(NotDifferentiableError):
     """A traced value was turned into a Python or numpy scalar (float(x), math.exp(x)) inside a transform."""
+
+
+class FormulaError(JactensorError, ValueError):
+    """An index formula given to check_formula is malformed or uses something outside its grammar."""

@@ -226,6 +226,62 @@ class Jacobian:
             res.terms.append(Term(t.coef, list(t.factors) + [fac], [t.labels[p] for p in keep_pos], sizes))
         return res.dense().reshape(res_shape) if res.terms else np.zeros(res_shape)
 
+    # ---- structure-preserving algebra (algebra.py) -------------------------------------
+    @property
+    def T(self):
+        """The transpose: out and in swapped (shape in_shape + out_shape); ``chain(J.T, J)`` is J^T J."""
+        from .algebra import transpose
+        return transpose(self)
+
+    def diagonal(self):
+        """The diagonal of the matrix form (out_shape == in_shape), shaped out_shape, from the factors."""
+        from .algebra import diagonal
+        return diagonal(self)
+
+    def trace(self):
+        """The trace of the matrix form (out_shape == in_shape), from the factors."""
+        from .algebra import trace
+        return trace(self)
+
+    def batch_diagonal(self, out_axis=0, in_axis=0, check=True):
+        """Per-example blocks ``(B,) + out_rest + in_rest`` of a Jacobian block-diagonal along one out axis
+        and one in axis of length B (see algebra.batch_diagonal)."""
+        from .algebra import batch_diagonal
+        return batch_diagonal(self, out_axis, in_axis, check)
+
+    @property
+    def nnz(self):
+        """Structural non-zeros of the dense tensor (entries no term can reach are structural zeros)."""
+        from .algebra import nnz
+        return nnz(self)
+
+    def to_sparse(self):
+        """``J.as_matrix()`` as a scipy.sparse CSR array holding exactly the structural non-zeros (the
+        ``sparse`` extra), built without the dense form."""
+        from .algebra import to_sparse
+        return to_sparse(self)
+
+    def structure(self):
+        """A one-line description of the structure: terms, deltas, block-diagonal axes, stored bytes."""
+        from .algebra import describe
+        return describe(self)
+
+    # ---- past memory (backends/dask.py) ---------------------------------------------------
+    def to_dask(self, chunks="auto", matrix=False):
+        """The dense tensor (or, with matrix=True, the prod(out) x prod(in) matrix) as a lazy dask array
+        built block by block from the factors (the ``dask`` extra)."""
+        from .backends.dask import to_dask
+        return to_dask(self, chunks=chunks, matrix=matrix)
+
+    def as_matrix_dask(self, chunks="auto"):
+        """``to_dask(matrix=True)``: the matrix form for dask.array.linalg."""
+        return self.to_dask(chunks=chunks, matrix=True)
+
+    def to_zarr(self, path, chunks="auto", overwrite=False):
+        """Write the dense tensor to a zarr store chunk by chunk (atomically: temporary name, then rename)."""
+        from .backends.dask import to_zarr
+        return to_zarr(self, path, chunks=chunks, overwrite=overwrite)
+
 
 def _sum_same_pattern(terms):
     """Sum terms of one delta pattern whose factors carry the same labels (so nothing grows)."""

@@ -1,12 +1,10 @@
-"""The registered primitives, one module per family."""
-from .elementwise import (add, divide, erf, exp, gelu, log, multiply, negative, power, relu, sigmoid, sqrt,
-                          subtract, tanh)
-from .linalg import einsum, matmul
-from .nn import cross_entropy, layer_norm, log_softmax, mse, softmax
-from .reduce import max, mean, sum
-from .shape import broadcast_to, concatenate, getitem, reshape, scatter_add, transpose
+"""The registered primitives, one module per family; ``__all__`` collects each family's public names."""
+from . import elementwise, linalg, nn, reduce, shape
+from .elementwise import *  # noqa: F401,F403
+from .linalg import *  # noqa: F401,F403
+from .nn import *  # noqa: F401,F403
+from .reduce import *  # noqa: F401,F403
+from .shape import *  # noqa: F401,F403
 
-__all__ = ["add", "divide", "erf", "exp", "gelu", "log", "multiply", "negative", "power", "relu", "sigmoid",
-           "sqrt", "subtract", "tanh", "einsum", "matmul", "cross_entropy", "layer_norm", "log_softmax", "mse",
-           "softmax", "max", "mean", "sum", "broadcast_to", "concatenate", "getitem", "reshape", "scatter_add",
-           "transpose"]
+FAMILIES = (elementwise, linalg, nn, reduce, shape)
+__all__ = [n for fam in FAMILIES for n in fam.__all__]

@@ -102,3 +102,48 @@ def battery(kind, domains=("real",), **params):
         return cases
 
     return {"unary": unary, "binary": binary}[kind]
+
+
+# ---- random cases for property tests (each primitive's ``generate(rng)``) ------------------------
+def random_shape(rng, min_ndim=0, max_ndim=3, max_size=4, zero=0.1, min_size=1):
+    """A random shape: rank in [min_ndim, max_ndim], lengths in [min_size, max_size], each length 0 with
+    probability ``zero`` (empty axes) and 1 often (broadcasting edge cases)."""
+    nd = int(rng.integers(min_ndim, max_ndim + 1))
+    out = []
+    for _ in range(nd):
+        r = rng.random()
+        out.append(0 if r < zero else (1 if r < zero + 0.2 else int(rng.integers(min_size, max_size + 1))))
+    return tuple(out)
+
+
+def broadcast_partner(rng, shape, zero=0.0):
+    """A shape that broadcasts with ``shape``: fewer leading axes, some axes 1 (on either side)."""
+    k = int(rng.integers(0, len(shape) + 1))
+    other = [1 if rng.random() < 0.3 else n for n in shape[len(shape) - k:]]
+    return tuple(other)
+
+
+def random_axis(rng, ndim, allow_none=True, allow_tuple=True):
+    """None, an int (negative half the time) or a tuple of distinct axes, valid for ``ndim``."""
+    if ndim == 0 or (allow_none and rng.random() < 0.2):
+        return None
+    if allow_tuple and ndim >= 2 and rng.random() < 0.3:
+        k = int(rng.integers(1, ndim + 1))
+        axes = rng.choice(ndim, size=k, replace=False)
+        return tuple(int(a) - ndim if rng.random() < 0.5 else int(a) for a in axes)
+    a = int(rng.integers(0, ndim))
+    return a - ndim if rng.random() < 0.5 else a
+
+
+def random_array(rng, shape, domain="real", noncontiguous=None):
+    """Values in the op's domain (see DOMAINS); sometimes a non-contiguous view (strided or transposed)."""
+    x = sample(rng, shape, domain)
+    if noncontiguous is None:
+        noncontiguous = rng.random() < 0.25
+    if noncontiguous and x.ndim:
+        if rng.random() < 0.5:  # every other entry of a twice-as-long array
+            big = sample(rng, shape[:-1] + (2 * shape[-1],), domain)
+            x = big[..., ::2]
+        else:                   # a transposed copy, transposed back: same values, Fortran order
+            x = np.asfortranarray(x)
+    return x
