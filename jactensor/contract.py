@@ -4,6 +4,8 @@ from functools import lru_cache
 import numpy as np
 import opt_einsum as oe
 
+from . import backends as _backends
+
 __all__ = ["symbols", "contract", "plan", "sequential_path", "PathCost"]
 
 
@@ -33,7 +35,8 @@ def contract(operands, in_labels, out_labels, path=None):
         return operands[0]
     shapes = tuple(np.shape(o) for o in operands)
     expr = _expression(spec, shapes, None if path is None else tuple(map(tuple, path)))
-    return expr(*operands)
+    lazy = _backends.contract(expr, operands)  # dask or jit-recorded operands: their backend contracts
+    return expr(*operands) if lazy is None else lazy
 
 
 class PathCost:

@@ -15,6 +15,7 @@ primitives, so they can be differentiated again (hessian).
 """
 import numpy as np
 
+from . import backends as _backends
 from . import numpy_api
 from .config import config
 from .errors import DTypeError, NonFiniteError, NotDifferentiableError, ShapeError
@@ -37,6 +38,8 @@ def as_input(op, k, x):
         if config.check_nan and not np.isfinite(x):
             raise NonFiniteError(f"{op}: argument {k} is {x}; config.check_nan is on")
         return float(x)
+    if type(x) in _backends.LAZY_TYPES:  # a jit-recorded value: validated by its backend
+        return x
     if isinstance(x, np.ma.MaskedArray):
         raise DTypeError(f"{op}: argument {k} is a masked array (shape {np.shape(x)}); jactensor would drop its "
                          f"mask and differentiate the hidden values. Pass x.filled(value) or x.compressed(), or "
@@ -149,6 +152,10 @@ class Primitive:
         return self.impl(*inputs, **params)
 
     def forward(self, inputs, params):
+        if _backends.LAZY_TYPES:
+            for x in inputs:
+                if type(x) in _backends.LAZY_TYPES:  # a jit-recorded (or other lazy) value: its backend runs it
+                    return _backends.call_primitive(self, inputs, params)
         try:
             return self.impl(*inputs, **params)
         except ValueError as e:

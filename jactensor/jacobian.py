@@ -13,6 +13,8 @@ The structure-preserving algebra (``J.T``, ``diagonal``, ``trace``, ``batch_diag
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from . import backends as _backends
+from .backends import as_factor
 from .config import config
 from .errors import ShapeError
 from .memory import ITEMSIZE, check_bytes, fmt_bytes, nbytes, numel
@@ -63,7 +65,7 @@ class Jacobian:
     @classmethod
     def from_dense(cls, array, out_ndim, name=None):
         """Wrap a dense tensor whose first ``out_ndim`` axes are the output."""
-        a = np.asarray(array, dtype=np.float64)
+        a = as_factor(array)
         if not 0 <= out_ndim <= a.ndim:
             raise ShapeError(f"Jacobian.from_dense: out_ndim={out_ndim} for an array of shape {a.shape}")
         lab = tuple(range(a.ndim))
@@ -345,6 +347,9 @@ def _merge_small(terms, n, shape, what):
 
 def _embed(terms, pattern, sizes, what):
     """Write the sum of terms into a zeros array over ``pattern``'s groups through diagonal views."""
+    lazy = _backends.embed(terms, pattern, sizes, what)  # lazy factors: their backend materialises
+    if lazy is not None:
+        return lazy
     groups = tuple(dict.fromkeys(pattern))
     target = np.zeros([sizes[g] for g in groups])
     strides = dict(zip(groups, target.strides))

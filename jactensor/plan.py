@@ -3,9 +3,8 @@
 Costs come from ``contract.plan`` (FLOPs and the largest intermediate, from shapes alone),
 so the memory guard runs before any einsum does.
 """
-import numpy as np
-
 from . import contract as _c
+from .backends import as_factor
 from .memory import ITEMSIZE, check_bytes, numel
 from .term import Term
 
@@ -100,4 +99,4 @@ def contract_term(t, what="Jacobian", order="best"):
     if which == "fwd":
         ops, labels = ops[::-1], labels[::-1]
     value = _c.contract(ops, labels, keep, _c.sequential_path(len(ops)) if which else None)
-    return Term(t.coef, [(np.asarray(value), keep)], t.labels, t.sizes), (cost, fwd, rev)
+    return Term(t.coef, [(as_factor(value), keep)], t.labels, t.sizes), (cost, fwd, rev)

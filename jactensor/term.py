@@ -5,6 +5,7 @@ Each factor is an array with one label per axis; the term has one label per axis
 """
 import numpy as np
 
+from .backends import as_factor
 from .errors import ShapeError
 
 __all__ = ["Term", "normalise_factor"]
@@ -44,7 +45,7 @@ class Term:
 
 def normalise_factor(arr, labels, sizes):
     """Squeeze broadcast (length-1) axes whose label is longer, so einsum sees true sizes."""
-    arr = np.asarray(arr, dtype=np.float64)
+    arr = as_factor(arr)  # float64 numpy, or a lazy array (dask, jit) kept as its backend wants
     labels = tuple(labels)
     if arr.ndim != len(labels):
         raise ShapeError(f"factor of shape {arr.shape} given {len(labels)} labels {labels}")
