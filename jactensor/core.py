@@ -13,6 +13,8 @@ Rule conventions (stated once, here):
 VJP and JVP rules never build a Jacobian and are written with jactensor
 primitives, so they can be differentiated again (hessian).
 """
+import inspect
+
 import numpy as np
 
 from . import backends as _backends
@@ -28,35 +30,40 @@ __all__ = ["Primitive", "registry", "defprimitive", "Registry", "PerArg", "as_in
 _F64 = np.dtype(np.float64)
 
 
+def _arg(k):
+    return f"argument {k}" if isinstance(k, (int, np.integer)) else str(k)
+
+
 def as_input(op, k, x):
-    """Validate one argument at the public boundary: arrays become float64, scalars stay constants."""
+    """Validate one argument at the public boundary: arrays become float64, scalars stay constants.
+    ``k`` is an argument position (int) or a description ("cotangent 0")."""
     if type(x) is np.ndarray and x.dtype is _F64 and not config.check_nan:
         return x
     if type(x) is Tracer:
         return x
     if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
         if config.check_nan and not np.isfinite(x):
-            raise NonFiniteError(f"{op}: argument {k} is {x}; config.check_nan is on")
+            raise NonFiniteError(f"{op}: {_arg(k)} is {x}; config.check_nan is on")
         return float(x)
     if type(x) in _backends.LAZY_TYPES:  # a jit-recorded value: validated by its backend
         return x
     if isinstance(x, np.ma.MaskedArray):
-        raise DTypeError(f"{op}: argument {k} is a masked array (shape {np.shape(x)}); jactensor would drop its "
+        raise DTypeError(f"{op}: {_arg(k)} is a masked array (shape {np.shape(x)}); jactensor would drop its "
                          f"mask and differentiate the hidden values. Pass x.filled(value) or x.compressed(), or "
                          f"select the valid entries with an index")
     a = np.asarray(x)
     kind = a.dtype.kind
     if kind == "c":
-        raise DTypeError(f"{op}: argument {k} is complex ({a.dtype}, shape {a.shape}); jactensor differentiates "
+        raise DTypeError(f"{op}: {_arg(k)} is complex ({a.dtype}, shape {a.shape}); jactensor differentiates "
                          f"real functions: pass the real and imaginary parts as separate float arrays")
     if kind not in "fiub":
-        raise DTypeError(f"{op}: argument {k} has dtype {a.dtype} (shape {a.shape}), which cannot be "
+        raise DTypeError(f"{op}: {_arg(k)} has dtype {a.dtype} (shape {a.shape}), which cannot be "
                          f"differentiated; pass a float array (ints and bools are cast to float64)")
     if a.dtype != _F64:
         a = a.astype(np.float64)
     if config.check_nan and not np.all(np.isfinite(a)):
         bad = np.argwhere(~np.isfinite(a))[0]
-        raise NonFiniteError(f"{op}: argument {k} (shape {a.shape}) holds {a[tuple(bad)]} at index "
+        raise NonFiniteError(f"{op}: {_arg(k)} (shape {a.shape}) holds {a[tuple(bad)]} at index "
                              f"{tuple(int(i) for i in bad)}; config.check_nan is on (turn it off to let "
                              f"NaN/Inf propagate as in numpy)")
     return a
@@ -76,19 +83,46 @@ class Primitive:
         self.formula, self.battery, self.generate = formula, battery, generate
         self.numpy, self.methods = tuple(numpy), tuple(methods)
         self.__doc__ = f"{doc.strip()}\n\nJacobian: {formula}" if doc else f"Jacobian: {formula}"
-        self.__name__ = name
+        self.__name__ = self.__qualname__ = name
+        self.__module__ = "jactensor"
+        try:
+            self.__signature__ = inspect.signature(bind)
+        except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+            self.__signature__ = None
+
+    def __get__(self, obj, objtype=None):
+        # makes help(jt.softmax) document a callable with its signature (pydoc treats us as a routine);
+        # a primitive stored on a class stays the primitive
+        return self
+
+    def _bad_call(self, args, kwargs, err):
+        """Re-raise a binding TypeError (wrong keyword, missing argument) naming the primitive and its
+        parameters; other TypeErrors pass through unchanged."""
+        sig = self.__signature__
+        if sig is not None:
+            try:
+                sig.bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(f"{self.name}{sig}: {e}".replace("bind()", self.name)) from None
+        raise err
 
     def __repr__(self):
         return f"<jactensor primitive {self.name}>"
 
     # ---- binding ----------------------------------------------------------------
     def _bind(self, args, kwargs):
-        inputs, params = self.bind(*args, **kwargs)
+        try:
+            inputs, params = self.bind(*args, **kwargs)
+        except TypeError as e:
+            self._bad_call(args, kwargs, e)
         return [as_input(self.name, k, x) for k, x in enumerate(inputs)], params
 
     def __call__(self, *args, **kwargs):
         """The forward value (plain numpy outside transforms; recorded inside them)."""
-        inputs, params = self.bind(*args, **kwargs)
+        try:
+            inputs, params = self.bind(*args, **kwargs)
+        except TypeError as e:
+            self._bad_call(args, kwargs, e)
         # fast path (the common case inside grad): float64 arrays, Python floats and Tracers of one
         # level whose values are plain arrays; anything else goes through full validation
         top, plain = 0, not config.check_nan

@@ -18,6 +18,7 @@ class Explanation:
     def __init__(self, rows, plans, dense_plans, full_bytes, structured_bytes, vjp_bytes, wrt):
         self.rows, self.plans, self.dense_plans = rows, plans, dense_plans
         self.full_bytes, self.structured_bytes, self.vjp_bytes, self.wrt = full_bytes, structured_bytes, vjp_bytes, wrt
+        self.notes = []  # what a transform adds: the Hessian route chosen, the structure of the results
 
     def __str__(self):
         head = ("step", "primitive", "output shape", "Jacobian shape per input", "dense bytes")
@@ -37,6 +38,9 @@ class Explanation:
                    f"({_fmt_bytes(self.structured_bytes)} as structured factors)")
         out.append(f"VJP path: holds {_fmt_bytes(self.vjp_bytes)} (one cotangent per intermediate) and builds "
                    f"no Jacobian")
+        if self.notes:
+            out.append("")
+            out.extend(self.notes)
         return "\n".join(out)
 
     __repr__ = __str__
@@ -49,12 +53,55 @@ def _sum_plans(plans):
     return ChainPlan(c, f, r, len(plans), 0)
 
 
-def explain(f, *args, argnums=0):
+def explain(f, *args, argnums=None, **kwargs):
     """Table of every recorded step (primitive, output shape, Jacobian shape per input and its bytes),
     the chain plan (chosen vs forward vs reverse FLOPs) and the bytes of the full-Jacobian path
-    against the VJP path. Plans only: no Jacobian is allocated."""
+    against the VJP path. Plans only: no dense Jacobian is allocated.
+
+    ``f`` may be a transformed function: for ``jt.hessian(g, method=...)`` the explanation adds the route
+    chosen ("chain" or "fwdrev") and the planner's FLOP estimate of both; for ``jt.jacobian(g,
+    structured=True)`` (or any jacobian/hessian with structured results) it adds, per result, the stored
+    bytes against the dense bytes and the block structure found; for ``jt.jit(...)`` it shows the compiled
+    program. ``argnums`` defaults to the transform's own (0 for a plain function)."""
+    info = getattr(f, "_jactensor", None)
+    if info is not None and hasattr(f, "explain"):          # a compiled program explains itself
+        return f.explain(*args, **kwargs)
+    if info is not None and info["kind"] in ("hessian", "jacobian", "grad", "value_and_grad"):
+        return _explain_transform(f, info, args, kwargs, argnums)
+    return _explain_program(f, args, 0 if argnums is None else argnums, kwargs)
+
+
+def _explain_transform(f, info, args, kwargs, argnums):
+    from .transforms import hessian_costs, jacobian as _jacobian
+    g = info["f"]
+    nums_arg = info.get("argnums", 0) if argnums is None else argnums
+    ex = _explain_program(g, args, nums_arg, kwargs)
+    kind = info["kind"]
+    if kind == "hessian":
+        nums, single = _argnums("explain", nums_arg, len(args))
+        inner = _jacobian(g, nums[0] if single else nums, has_aux=info.get("has_aux", False), method="rev")
+        tr = trace(inner, args, nums, info.get("has_aux", False), "explain", kwargs)
+        costs = hessian_costs(tr)
+        chosen = info["method"] if info["method"] != "auto" else costs["chosen"]
+        ex.notes.append(f"Hessian: method={info['method']!r} -> {chosen!r}; planner's FLOP estimates: chain "
+                        f"{costs['chain']:,}, fwdrev {costs['fwdrev']:,} (forward mode over the "
+                        f"{sum(1 for n in tr.nodes() if n.prim is not None)}-step gradient program)")
+    if info.get("structured"):
+        res = f(*args, **kwargs)
+        if info.get("has_aux"):
+            res = res[0]
+        from .pytree import tree_flatten
+        from .jacobian import Jacobian
+        leaves = [l for l in tree_flatten(res)[0] if isinstance(l, Jacobian)]
+        ex.notes.append(f"structured result ({len(leaves)} Jacobian(s)):")
+        for k, J in enumerate(leaves):
+            ex.notes.append(f"  [{k}] out {J.out_shape}, in {J.in_shape}: {J.structure()}")
+    return ex
+
+
+def _explain_program(f, args, argnums, kwargs):
     nums, _ = _argnums("explain", argnums, len(args))
-    tr = trace(f, args, nums, name="explain")
+    tr = trace(f, args, nums, name="explain", kwargs=kwargs)
     try:
         pnames = list(inspect.signature(f).parameters)
     except (TypeError, ValueError):

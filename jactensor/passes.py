@@ -256,7 +256,7 @@ def _settle_long(J, settle):
     return settle(J)
 
 
-def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False):
+def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False, lazy=False):
     """Structured Jacobians of output leaf ``out_index`` w.r.t. every input leaf, by chain().
 
     Each recorded primitive contributes its full Jacobian; they are multiplied lazily
@@ -265,6 +265,9 @@ def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False):
     when a stretch grows long (so the cost stays linear in the program's length).
     ``dense=True`` materialises every per-op Jacobian and contracts step by step.
     ``symbolic=True`` only plans: factors become shapes and nothing is contracted.
+    ``lazy=True`` leaves the final products uncontracted (structured results: a Hessian X^T diag(d) X stays
+    three factors, so its diagonal, trace or a product with it never forms the n x n matrix; np.asarray(J)
+    contracts it when asked).
     """
     out = tr.outputs[out_index]
     oshape = np.shape(tr.out_value(out))
@@ -313,7 +316,9 @@ def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False):
         row = []
         for t in arg:
             J = adj.get(t.seq)
-            row.append(None if J is None else (J if _settled(J) else settle(J)))
+            if J is not None and not _settled(J) and not (lazy and not symbolic and not dense):
+                J = settle(J)
+            row.append(J)
         res.append(row)
     return res
 

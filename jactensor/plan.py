@@ -99,4 +99,6 @@ def contract_term(t, what="Jacobian", order="best"):
     if which == "fwd":
         ops, labels = ops[::-1], labels[::-1]
     value = _c.contract(ops, labels, keep, _c.sequential_path(len(ops)) if which else None)
-    return Term(t.coef, [(as_factor(value), keep)], t.labels, t.sizes), (cost, fwd, rev)
+    live = set(t.labels) | set(keep)  # summed labels are gone: drop their sizes (they would count again)
+    return Term(t.coef, [(as_factor(value), keep)], t.labels, {l: s for l, s in t.sizes.items() if l in live}), \
+        (cost, fwd, rev)

@@ -103,7 +103,7 @@ def _jacobian_values(tr, method, dense, name, structured=False):
     per_out = [[[None] * len(arg) for arg in ins] for _ in outs]
     if method == "chain":
         for o in range(len(outs)):
-            for a, row in enumerate(chain_accumulate(tr, o, dense=dense)):
+            for a, row in enumerate(chain_accumulate(tr, o, dense=dense, lazy=structured)):
                 for i, J in enumerate(row):
                     per_out[o][a][i] = J if structured or J is None else J.dense()
     elif method == "rev":
