@@ -127,7 +127,7 @@ class Jacobian:
             return NotImplemented
         self._check_same(other, "+")
         J = Jacobian(self.out_shape, self.in_shape, self.terms + other.terms, name=self.name)
-        return J.compact() if len(J.terms) > config.max_terms else J
+        return J.reduced() if len(J.terms) > config.max_terms else J
 
     def scaled(self, c):
         return Jacobian(self.out_shape, self.in_shape, [t.scaled(c) for t in self.terms], name=self.name)
@@ -161,15 +161,35 @@ class Jacobian:
         """Contract each term to a single factor; terms with the same delta pattern and the same labelled
         factor axes are summed into one; if more than config.max_terms remain, the cheapest pairs are merged
         into a shared pattern while the merged factor stays small (never over the memory limit)."""
-        groups = {}
-        for t in self.terms:
-            t = contract_term(t, self._what())[0].canonical()
-            key = (t.labels, frozenset(t.present()))
-            groups.setdefault(key, []).append(t)
-        terms = [_sum_same_pattern(ts) for ts in groups.values()]
+        terms = _group_sum([contract_term(t, self._what())[0].canonical() for t in self.terms])
         if len(terms) > config.max_terms:
             terms = _merge_small(terms, self.ndim, self.shape, self._what())
         J = Jacobian(self.out_shape, self.in_shape, terms, name=self.name)
+        J.plan = self.plan
+        return J
+
+    def reduced(self):
+        """Fewer, cheaper terms without growing anything: a lazy product whose contracted factor is no bigger
+        than the factors it holds is contracted; terms of one delta pattern and labelled axes are summed; if
+        more than config.max_terms remain, the lazy products that grow least are contracted one by one (and
+        the cheapest pairs merged) until they fit or nothing small is left. Unlike compact(), a product whose
+        contraction would blow up (X(n,i) D(n,j) M(j,l) over (i,j,n,l)) stays factored."""
+        what = self._what()
+        lazy, flat = [], []
+        for t in self.terms:
+            g = _growth(t)
+            if len(t.factors) > 1 and g > 2.0:
+                lazy.append((g, t))
+            else:
+                flat.append(contract_term(t, what)[0].canonical())
+        lazy.sort(key=lambda x: x[0])
+        terms = _group_sum(flat)
+        while len(terms) + len(lazy) > config.max_terms and lazy:
+            _, t = lazy.pop(0)
+            terms = _group_sum(terms + [contract_term(t, what)[0].canonical()])
+        if len(terms) + len(lazy) > config.max_terms:
+            terms = _merge_small(terms, self.ndim, self.shape, what)
+        J = Jacobian(self.out_shape, self.in_shape, terms + [t for _, t in lazy], name=self.name)
         J.plan = self.plan
         return J
 
@@ -283,6 +303,22 @@ class Jacobian:
         """Write the dense tensor to a zarr store chunk by chunk (atomically: temporary name, then rename)."""
         from .backends.dask import to_zarr
         return to_zarr(self, path, chunks=chunks, overwrite=overwrite)
+
+
+def _growth(t):
+    """How many times bigger a term's contracted factor is than the factors it holds."""
+    present = t.present()
+    out = numel(t.sizes[l] for l in dict.fromkeys(t.labels) if l in present)
+    held = sum(numel(np.shape(a)) for a, _ in t.factors)
+    return out / max(held, 1)
+
+
+def _group_sum(terms):
+    """Sum single-factor (canonical) terms that share a delta pattern and labelled factor axes."""
+    groups = {}
+    for t in terms:
+        groups.setdefault((t.labels, frozenset(t.present())), []).append(t)
+    return [_sum_same_pattern(ts) for ts in groups.values()]
 
 
 def _sum_same_pattern(terms):

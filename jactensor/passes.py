@@ -11,7 +11,7 @@ from .chain import contract_with_plan, plan_only, product, shape_only_dense
 from .config import config
 from .core import as_input, check_finite
 from .errors import JacobianTooLargeError, NotDifferentiableError
-from .jacobian import Jacobian
+from .jacobian import Jacobian, _growth
 from .memory import ITEMSIZE, fmt_bytes, numel
 from .pytree import tree_flatten, tree_unflatten
 from .tracer import Tracer, new_level, release_level, step_of, toposort
@@ -239,21 +239,19 @@ SETTLE_GROWTH = 4      # ... if its contracted factor is at most this many times
 FORCE_FACTORS = 32     # and in any case at this many (so accumulation stays linear in program length)
 
 
-def _settle_long(J, settle):
-    """Contract the terms of a lazy product that grew long (bounded re-walks: linear-time chains)."""
+def _settle_long(J, what):
+    """Contract the lazy products that grew long (bounded re-walks: linear-time chains): at SETTLE_FACTORS
+    factors if that does not grow the term much, at FORCE_FACTORS in any case."""
+    from .plan import contract_term
     if all(len(t.factors) < SETTLE_FACTORS for t in J.terms):
         return J
-    longest = max(len(t.factors) for t in J.terms)
-    if longest >= FORCE_FACTORS:
-        return settle(J)
+    terms = []
     for t in J.terms:
-        if len(t.factors) >= SETTLE_FACTORS:
-            present = t.present()
-            out = numel(t.sizes[l] for l in dict.fromkeys(t.labels) if l in present)
-            held = sum(numel(a.shape) for a, _ in t.factors)
-            if out > SETTLE_GROWTH * held:
-                return J
-    return settle(J)
+        n = len(t.factors)
+        if n >= FORCE_FACTORS or (n >= SETTLE_FACTORS and _growth(t) <= SETTLE_GROWTH):
+            t = contract_term(t, what)[0].canonical()
+        terms.append(t)
+    return Jacobian(J.out_shape, J.in_shape, terms, name=J.name)
 
 
 def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False, lazy=False):
@@ -282,11 +280,11 @@ def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False, laz
         return J
 
     def add(A, B):
-        A = A if _settled(A) else settle(A)
-        B = B if _settled(B) else settle(B)
-        if symbolic:
-            return _symbolic_sum(A, B)
-        return A + B
+        if symbolic or dense:
+            A = A if _settled(A) else settle(A)
+            B = B if _settled(B) else settle(B)
+            return _symbolic_sum(A, B) if symbolic else A + B
+        return Jacobian(A.out_shape, A.in_shape, A.terms + B.terms, name=A.name).reduced()
 
     for node in reversed(tr.nodes()):
         if node.prim is None:
@@ -305,10 +303,14 @@ def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False, laz
                 contrib = settle(product(A, Jk))
             else:
                 contrib = product(A, Jk)
-                if len(contrib.terms) > config.max_terms:
-                    contrib = settle(contrib)
+                if symbolic:
+                    if len(contrib.terms) > config.max_terms or any(len(t.factors) >= FORCE_FACTORS
+                                                                    for t in contrib.terms):
+                        contrib = settle(contrib)
                 else:
-                    contrib = _settle_long(contrib, settle)
+                    if len(contrib.terms) > config.max_terms:
+                        contrib = contrib.reduced()
+                    contrib = _settle_long(contrib, contrib._what())
             p = parent.seq
             adj[p] = add(adj[p], contrib) if p in adj else contrib
     res = []
