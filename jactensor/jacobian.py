@@ -331,7 +331,7 @@ def _sum_same_pattern(terms):
         return Term(float(sum(t.coef * float(np.prod([np.asarray(a).reshape(()) for a, _ in t.factors]))
                               for t in terms)), [], labels, sizes)
     acc = sum(t.coef * _arrange(t, keep) for t in terms)
-    return Term(1.0, [(np.asarray(acc, dtype=np.float64), keep)], labels, sizes)
+    return Term(1.0, [(as_factor(acc), keep)], labels, sizes)  # float64; a lazy (jt.jit) value stays lazy
 
 
 def _arrange(term, keep):
@@ -387,6 +387,20 @@ def _embed(terms, pattern, sizes, what):
     if lazy is not None:
         return lazy
     groups = tuple(dict.fromkeys(pattern))
+    if len(terms) == 1:  # one term without deltas, its factor over every axis: no zeros, no second copy
+        t0 = terms[0]
+        t = contract_term(t0, what)[0]
+        if len(t.factors) == 1 and len(set(t.labels)) == len(t.labels) == len(t.factors[0][1]) and \
+                len(set(pattern)) == len(pattern):
+            a, ls = t.factors[0]
+            fresh = t.factors[0][0] is not (t0.factors[0][0] if t0.factors else None)  # made by the contraction
+            view = np.transpose(np.asarray(a), [ls.index(l) for l in t.labels])
+            if t.coef != 1.0:
+                if fresh:
+                    view *= t.coef
+                    return view
+                return view * t.coef
+            return view if fresh else np.array(view, order="C")
     target = np.zeros([sizes[g] for g in groups])
     strides = dict(zip(groups, target.strides))
     for t in terms:
