@@ -34,6 +34,13 @@ class _UnionFind:
 
 def _product_term(ta, tb, n_out_a, n_mid):
     """Term of A @ B: A's input axes identified with B's output axes, position by position."""
+    if len(tb.labels) == 2 * n_mid and tb.labels[:n_mid] == tb.labels[n_mid:]:
+        # B is diagonal (an elementwise map): its factors move onto A's input labels; nothing else changes,
+        # so a long elementwise chain costs O(1) bookkeeping per step
+        m = dict(zip(tb.labels[:n_mid], ta.labels[n_out_a:]))
+        if all(l in m for _, ls in tb.factors for l in ls):
+            return Term(ta.coef * tb.coef, ta.factors + tuple((a, tuple(m[l] for l in ls)) for a, ls in tb.factors),
+                        ta.labels, ta.sizes)
     uf = _UnionFind()
     off = 1 + max(list(ta.sizes) + [0])
     lb = lambda l: l + off  # noqa: E731 - B's labels, renamed apart
@@ -58,8 +65,10 @@ def _product_term(ta, tb, n_out_a, n_mid):
 def product(A, B):
     """The lazy product A @ B (A's input = B's output): terms multiply, nothing is contracted."""
     terms = [_product_term(ta, tb, len(A.out_shape), len(A.in_shape)) for ta in A.terms for tb in B.terms]
-    names = [n for n in (A.name, B.name) if n]
-    return Jacobian(A.out_shape, B.in_shape, terms, name=" . ".join(names) or None)
+    name = A.name if not B.name else B.name if not A.name else f"{A.name} . {B.name}"
+    if name and len(name) > 120:  # a long chain: name its ends, not every step (names are for messages)
+        name = f"{name[:50]} ... {name[-50:]}"
+    return Jacobian(A.out_shape, B.in_shape, terms, name=name)
 
 
 def _check_chain(jacs):

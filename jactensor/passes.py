@@ -14,6 +14,7 @@ from .errors import JacobianTooLargeError, NotDifferentiableError
 from .jacobian import Jacobian, _growth
 from .memory import ITEMSIZE, fmt_bytes, numel
 from .pytree import tree_flatten, tree_unflatten
+from .backends import LAZY_TYPES
 from .tracer import Tracer, new_level, release_level, step_of, toposort
 
 __all__ = ["Traced", "trace", "backward", "forward", "chain_accumulate", "batch_plan"]
@@ -71,7 +72,8 @@ def trace(f, args, argnums=(0,), has_aux=False, name="trace", kwargs=None):
             out, aux = out
             aux = _strip(aux, level)
         leaves, out_def = tree_flatten(out)
-        leaves = [l if isinstance(l, Tracer) else np.asarray(as_input(name, "output", l)) for l in leaves]
+        leaves = [l if isinstance(l, Tracer) else v if type(v := as_input(name, "output", l)) in LAZY_TYPES
+                  else np.asarray(v) for l in leaves]  # a lazy (jt.jit) output stays recorded
         return Traced(level, inputs, in_defs, leaves, out_def, aux, _fname(f))
     finally:
         release_level(level)
@@ -239,7 +241,7 @@ SETTLE_GROWTH = 4      # ... if its contracted factor is at most this many times
 FORCE_FACTORS = 32     # and in any case at this many (so accumulation stays linear in program length)
 
 
-def _settle_long(J, what):
+def _settle_long(J):
     """Contract the lazy products that grew long (bounded re-walks: linear-time chains): at SETTLE_FACTORS
     factors if that does not grow the term much, at FORCE_FACTORS in any case."""
     from .plan import contract_term
@@ -249,7 +251,7 @@ def _settle_long(J, what):
     for t in J.terms:
         n = len(t.factors)
         if n >= FORCE_FACTORS or (n >= SETTLE_FACTORS and _growth(t) <= SETTLE_GROWTH):
-            t = contract_term(t, what)[0].canonical()
+            t = contract_term(t, J._what())[0].canonical()
         terms.append(t)
     return Jacobian(J.out_shape, J.in_shape, terms, name=J.name)
 
@@ -310,7 +312,7 @@ def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False, laz
                 else:
                     if len(contrib.terms) > config.max_terms:
                         contrib = contrib.reduced()
-                    contrib = _settle_long(contrib, contrib._what())
+                    contrib = _settle_long(contrib)
             p = parent.seq
             adj[p] = add(adj[p], contrib) if p in adj else contrib
     res = []

@@ -3,6 +3,8 @@
 Costs come from ``contract.plan`` (FLOPs and the largest intermediate, from shapes alone),
 so the memory guard runs before any einsum does.
 """
+import numpy as np
+
 from . import contract as _c
 from .backends import as_factor
 from .memory import ITEMSIZE, check_bytes, numel
@@ -87,6 +89,18 @@ def contract_term(t, what="Jacobian", order="best"):
     """
     if order not in ORDERS:
         raise ValueError(f"chain: order must be one of {ORDERS}; got {order!r}")
+    if len(t.factors) > 1 and all(ls == t.factors[0][1] for _, ls in t.factors[1:]) and \
+            all(type(a) is np.ndarray for a, _ in t.factors) and \
+            tuple(l for l in dict.fromkeys(t.labels) if l in t.factors[0][1]) == t.factors[0][1]:
+        # a Hadamard product (an elementwise chain): multiply in place, no path search, no einsum
+        a0, keep = t.factors[0]
+        value = a0 * t.factors[1][0]
+        for a, _ in t.factors[2:]:
+            value *= a
+        n = numel(value.shape)
+        c = _c.PathCost((len(t.factors) - 1) * n, n, None)
+        return Term(t.coef, [(value, keep)], t.labels, {l: s for l, s in t.sizes.items()
+                                                        if l in set(t.labels) | set(keep)}), (c, c, c)
     opt, fwd, rev, keep = term_paths(t)
     cost, which = choose(opt, fwd, rev, order)
     if not t.factors or (len(t.factors) == 1 and t.factors[0][1] == keep):
