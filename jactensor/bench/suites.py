@@ -11,7 +11,7 @@ from ..transforms import grad, jacobian
 from . import problems as P
 from .timing import fit_slope, measure_interleaved, measure_peak, measure_time
 
-__all__ = ["full_vs_vjp", "contraction_order", "peers", "ORDER_CHAINS"]
+__all__ = ["full_vs_vjp", "contraction_order", "peers", "long_chain", "ORDER_CHAINS"]
 
 
 def _allclose(a, b, rtol=1e-8, atol=1e-10):
@@ -268,3 +268,34 @@ def _autograd_worked(run, wprob, n, d, args, wref):
     import autograd
     _, _, wl = P.peer_impls("autograd")
     run(wprob, n, d, "HIPS autograd grad", lambda: autograd.grad(wl, (0, 1))(*args), wref)
+
+
+# ---- (d) long programs: chain accumulation is linear in the program's length --------------------------
+def long_chain(lengths=(1000, 4000, 16000), repeats=3, progress=None):
+    """Full Jacobian of an elementwise program of L ops (alternating sigmoid and tanh) on x of size 10 by
+    method="chain" and method="rev"
+    (the same numbers, checked), median of repeats; the ratio chain / rev per length."""
+    from .. import ops
+
+    def program(L):  # exactly L recorded primitive calls
+        def f(x):
+            for k in range(L):
+                x = ops.tanh(x) if k % 2 else ops.sigmoid(x)
+            return x
+        return f
+
+    x = np.random.default_rng(0).normal(size=10)
+    records = []
+    for L in lengths:
+        f = program(L)
+        a, b = jacobian(f, method="chain")(x), jacobian(f, method="rev")(x)
+        if not _allclose(a, b, rtol=1e-9, atol=1e-12):
+            raise AssertionError(f"chain and rev disagree on the {L}-op program")
+        times = measure_interleaved({"chain": lambda: jacobian(f, method="chain")(x),
+                                     "rev": lambda: jacobian(f, method="rev")(x)}, repeats=repeats, min_time=0.0)
+        records.append({"L": L, "chain_seconds": times["chain"], "rev_seconds": times["rev"],
+                        "ratio": times["chain"] / times["rev"]})
+        if progress:
+            progress(f"long chain L={L}")
+    slope = fit_slope([r["L"] for r in records], [r["chain_seconds"] for r in records], last=len(records))
+    return {"records": records, "time_slope": slope}
