@@ -35,3 +35,10 @@ __all__ += ["check_formula", "testing"]
 from .explain import explain  # noqa: E402
 
 __all__ += ["explain"]
+
+
+def __getattr__(name):  # jt.plot without importing matplotlib (or the plotting module) at import time
+    if name == "plot":
+        import importlib
+        return importlib.import_module(".plot", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,8 @@
 """Benchmark functions at tiny sizes: every method agrees (checked inside), outputs are written."""
 import json
+import os
+import re
+import sys
 
 import numpy as np
 import pytest
@@ -9,19 +12,135 @@ from jactensor.bench import problems as P
 from jactensor.cli import main
 
 
-def test_bench_smoke_writes_json_table_and_plots(tmp_path, capsys):
-    assert main(["bench", "--smoke", "--out", str(tmp_path)]) == 0  # with the progress bar
-    res = json.loads((tmp_path / "results.json").read_text())
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One real smoke run with the default output folder, in a fresh current directory."""
+    import contextlib
+    import io
+    import os
+    cwd = tmp_path_factory.mktemp("bench-cwd")
+    old = os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["bench", "--smoke"])  # with the progress bar
+    finally:
+        os.chdir(old)
+    return code, cwd, out.getvalue(), err.getvalue()
+
+
+def test_bench_smoke_writes_json_table_and_plots(smoke):
+    code, cwd, out, err = smoke
+    assert code == 0
+    folders = [p for p in cwd.iterdir()]
+    assert len(folders) == 1 and re.fullmatch(r"jactensor-bench-smoke-\d{8}-\d{6}", folders[0].name)
+    folder = folders[0]
+    assert f"results written to {folder}" in out
+    res = json.loads((folder / "results.json").read_text())
     assert {"meta", "full_vs_vjp", "order", "peers", "targets"} <= set(res)
     assert all(r["status"] == "ok" or r["status"].startswith(("refused", "skipped"))
                for r in res["full_vs_vjp"]["records"] + res["peers"]["records"])
     methods = {r["method"] for r in res["peers"]["records"]}
-    assert {"jactensor grad (VJP path)", "numpy hand-written reverse pass", "jactensor jacobian(method='chain')"} <= methods
-    md = (tmp_path / "results.md").read_text()
+    assert {"jactensor grad (VJP path)", "numpy hand-written reverse pass",
+            "jactensor jacobian(method='chain')"} <= methods
+    md = (folder / "results.md").read_text()
     assert "## Targets" in md and "## Contraction order" in md
     for png in ("full_vs_vjp_time.png", "full_vs_vjp_memory.png", "order.png", "peers.png"):
-        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+        assert (folder / png).read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["results.json", "results.md", "full_vs_vjp_time.png", "full_vs_vjp_memory.png", "order.png", "peers.png"])
     assert "sched_setaffinity" in res["meta"]["pinning"]
+
+
+def test_smoke_run_reports_no_target_its_sizes_do_not_define(smoke):
+    code, cwd, out, err = smoke
+    res = json.loads(next(cwd.iterdir()).joinpath("results.json").read_text())
+    assert "target missed" not in err
+    assert [t["target"] for t in res["targets"]] == [
+        "chain() planned FLOPs never above the cheaper of forward and reverse"]  # holds at any size
+
+
+@pytest.fixture
+def canned(smoke, monkeypatch):
+    """The suites replaced by the smoke run's results, so output handling is tested in a fraction of a second."""
+    _, cwd, _, _ = smoke
+    res = json.loads(next(cwd.iterdir()).joinpath("results.json").read_text())
+    calls = []
+
+    def fake(key):
+        def f(*a, **k):
+            calls.append(key)
+            return res[key]
+        return f
+    for key, name in (("full_vs_vjp", "full_vs_vjp"), ("order", "contraction_order"), ("peers", "peers")):
+        monkeypatch.setattr(suites, name, fake(key))
+    return calls
+
+
+FILES = {"results.json", "results.md", "full_vs_vjp_time.png", "full_vs_vjp_memory.png", "order.png", "peers.png"}
+
+
+def test_bench_out_new_nested_or_existing_empty_folder(canned, tmp_path, capsys):
+    assert main(["bench", "--smoke", "--no-progress", "--out", str(tmp_path / "a" / "b")]) == 0
+    assert {p.name for p in (tmp_path / "a" / "b").iterdir()} == FILES
+    (tmp_path / "empty").mkdir()
+    assert main(["bench", "--smoke", "--no-progress", "--out", str(tmp_path / "empty")]) == 0
+    assert {p.name for p in (tmp_path / "empty").iterdir()} == FILES
+    assert f"results written to {tmp_path / 'empty'}" in capsys.readouterr().out
+
+
+def test_bench_refuses_a_folder_with_files_before_any_work(canned, tmp_path, capsys):
+    held = tmp_path / "results"
+    held.mkdir()
+    (held / "results.json").write_text("the committed full run")
+    assert main(["bench", "--smoke", "--no-progress", "--out", str(held)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds files (results.json)" in err and "--overwrite" in err
+    assert canned == [] and (held / "results.json").read_text() == "the committed full run"
+    assert main(["bench", "--smoke", "--no-progress", "--out", str(held), "--overwrite"]) == 0
+    assert json.loads((held / "results.json").read_text())["meta"]["mode"] == "smoke"
+    (tmp_path / "file").write_text("x")
+    assert main(["bench", "--smoke", "--out", str(tmp_path / "file")]) == 2
+    assert "is an existing file" in capsys.readouterr().err and canned == ["full_vs_vjp", "order", "peers"]
+
+
+def test_bench_interrupted_leaves_nothing(canned, tmp_path, monkeypatch, capsys):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(suites, "peers", interrupted)
+    assert main(["bench", "--smoke", "--no-progress", "--out", str(tmp_path / "new" / "deeper")]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted; removed the unfinished results folder" in err
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "old.md").write_text("old")
+    assert main(["bench", "--smoke", "--no-progress", "--out", str(tmp_path / "kept"), "--overwrite"]) == 130
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["old.md"]
+    assert "no results were written" in capsys.readouterr().err
+
+
+def test_bench_files_are_all_written_or_none(tmp_path, monkeypatch):
+    from jactensor import bench
+    (tmp_path / "results.md").write_text("old")
+    real = os.replace
+
+    def failing(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr(bench.os, "replace", failing)
+    with pytest.raises(OSError):
+        bench._write_all(str(tmp_path), {"results.json": b"{}", "results.md": b"new"})
+    monkeypatch.setattr(bench.os, "replace", real)
+    assert [p.name for p in tmp_path.iterdir()] == ["results.md"] and (tmp_path / "results.md").read_text() == "old"
+    bench._write_all(str(tmp_path), {"results.json": b"{}", "results.md": b"new"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json", "results.md"]
+
+
+def test_bench_without_matplotlib_says_the_plots_were_skipped(canned, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["bench", "--smoke", "--no-progress", "--out", str(tmp_path / "r")]) == 0
+    assert "plots skipped: matplotlib is not installed (pip install 'jactensor[bench]')" in capsys.readouterr().err
+    assert {p.name for p in (tmp_path / "r").iterdir()} == {"results.json", "results.md"}
 
 
 def test_memory_guard_stops_the_dense_route():
@@ -56,9 +175,40 @@ def test_peer_implementations_agree(lib):
 
 
 def test_targets_report_missing_peers_as_not_measured():
-    res = {"peers": {"records": []}, "order": [
-        {"chain": "hourglass", "flops": {"chosen": 1, "forward": 20, "reverse": 30}, "chosen_le_cheaper": True,
-         "dearer_over_chosen": 30.0}]}
-    t = check_targets(res)
-    assert [x["met"] for x in t if "torch" in x["target"]] == [None, None]
-    assert all(x["met"] for x in t if "FLOPs" in x["target"])
+    ours = [{"problem": "attention: gradient (X, Wq, Wk, Wv)", "n": 64, "d": 32, "method": "jactensor grad (VJP path)",
+             "status": "ok", "seconds": 2e-4},
+            {"problem": "attention: full Jacobian", "n": 32, "d": 16, "method": "jactensor jacobian(method='chain')",
+             "status": "ok", "seconds": 5e-3}]
+    full = {"chain": "hourglass", "sizes": [256, 256, 4, 256, 256], "dearer_over_chosen": 30.0,
+            "flops": {"chosen": 1, "forward": 20, "reverse": 30}, "chosen_le_cheaper": True}
+    t = check_targets({"peers": {"records": ours}, "order": [full]})
+    assert [x["met"] for x in t if "torch" in x["target"]] == [None, None]  # measured ours, not the peer
+    assert [x["met"] for x in t if "FLOPs" in x["target"]] == [True, True]
+    # a run whose sizes do not include the targets' reports only the size-free one
+    small = dict(full, sizes=[13, 13, 4, 13, 13], dearer_over_chosen=1.7)
+    t = check_targets({"peers": {"records": []}, "order": [small]})
+    assert [x["target"] for x in t] == ["chain() planned FLOPs never above the cheaper of forward and reverse"]
+
+
+def test_ctrl_c_inside_a_garbage_collection_callback_is_not_lost(capsys):
+    """jax's gc hook made Ctrl-C vanish ("Exception ignored ...") and the run write its results anyway."""
+    import gc
+    import signal
+    import time
+    from jactensor.bench import _CtrlC
+    fired = []
+
+    def callback(phase, info):
+        if phase == "start" and not fired:
+            fired.append(True)
+            signal.raise_signal(signal.SIGINT)  # the handler runs inside this callback
+
+    with pytest.raises(KeyboardInterrupt):
+        with _CtrlC() as ctrl_c:
+            gc.callbacks.append(callback)
+            try:
+                gc.collect()
+                time.sleep(2.0)  # the interrupt is raised again here, in ordinary code
+            finally:
+                gc.callbacks.remove(callback)
+    assert fired and ctrl_c.pressed and "Exception ignored" not in capsys.readouterr().err

@@ -1,18 +1,30 @@
 """Benchmarks: run the suites, check the targets, write JSON, a markdown table and PNG plots.
 
-``jactensor bench [--quick]`` (or ``python benchmarks/run.py``) writes under benchmarks/results/.
+``jactensor bench [--quick | --smoke]`` writes into a new folder in the current directory named
+after the mode and the time (``jactensor-bench-quick-20261130-101500``), or into ``--out``: a new
+folder, or an existing empty one (one that holds files only with ``--overwrite``). Files are
+written only when every suite has finished, each to a temporary name renamed into place; an
+interrupted run leaves nothing behind (a folder it created is removed again).
+``python benchmarks/run.py`` refreshes the committed results in benchmarks/results/.
 """
+import _thread
+import contextlib
 import cProfile
+import gc
 import io
 import json
 import os
 import platform
 import pstats
+import signal
+import sys
+import tempfile
+import threading
 import time
 
 import numpy as np
 
-__all__ = ["run", "MODES"]
+__all__ = ["run", "MODES", "prepare_output", "check_targets", "OutputFolderError"]
 
 MODES = {
     "full": dict(sizes_a=[3, 6, 12, 24, 48, 96], guard=512 * 2**20, scale_b=1.0, peers=((8, 8), (32, 16), (64, 32)),
@@ -25,13 +37,61 @@ MODES = {
 
 
 def _versions():
+    """Installed versions, read from the package metadata: importing jax or torch just for this would cost
+    seconds and, with jax, a garbage-collection hook that can swallow Ctrl-C."""
+    from importlib import metadata
     out = {"python": platform.python_version(), "numpy": np.__version__}
     for lib in ("opt_einsum", "jax", "torch", "autograd"):
         try:
-            out[lib] = getattr(__import__(lib), "__version__", "?")
-        except ImportError:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
             out[lib] = None
     return out
+
+
+class _CtrlC:
+    """Ctrl-C that cannot be lost. A KeyboardInterrupt raised while Python runs a callback whose errors it
+    ignores (jax installs a garbage-collection hook; __del__ methods) would be printed as "Exception ignored"
+    and the run would go on to write its results. Here a press that lands in such a callback is signalled
+    again from a helper thread a moment later, once ordinary code runs, and it is also recorded, so
+    ``check()`` raises at the next step if all else fails."""
+
+    def __init__(self):
+        self.pressed, self.old, self.old_hook = False, None, None
+
+    @staticmethod
+    def _again():
+        t = threading.Timer(0.02, _thread.interrupt_main)
+        t.daemon = True
+        t.start()
+
+    def _handler(self, signum, frame):
+        self.pressed = True
+        if frame is not None and any(getattr(cb, "__code__", None) is frame.f_code for cb in gc.callbacks):
+            self._again()
+            return
+        raise KeyboardInterrupt
+
+    def _unraisable(self, unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            self._again()
+            return
+        self.old_hook(unraisable)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._handler)
+            self.old_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+            sys.unraisablehook = self.old_hook
+
+    def check(self):
+        if self.pressed:
+            raise KeyboardInterrupt
 
 
 def _time_of(peer_records, problem, n, method):
@@ -54,12 +114,17 @@ SPEED_TARGETS = [  # (target, problem prefix, n, our method, their method, limit
 
 
 def check_targets(results):
-    """The issue's targets, evaluated on this run's medians (None where a peer was not measured)."""
+    """The project's targets, evaluated on this run's medians. A target is reported only when the run
+    measured its sizes (jactensor's own method at the target's size, the hourglass chain at full scale);
+    ``met`` is None where the peer it compares with was not measured (not installed, or --no-peers)."""
+    from .suites import ORDER_CHAINS
     recs = results["peers"]["records"]
     t = []
     for target, prob, n, ours, theirs, limit in SPEED_TARGETS:
         a, b = _time_of(recs, prob, n, ours), _time_of(recs, prob, n, theirs)
-        r = None if a is None or b is None else a["seconds"] / b["seconds"]
+        if a is None:  # this run's sizes do not include the target's
+            continue
+        r = None if b is None else a["seconds"] / b["seconds"]
         met = None if r is None else (r < limit if limit == 1.0 else r <= limit)
         t.append({"target": target, "ratio": r, "met": met})
     chain_ = _time_of(recs, "attention: full", 32, "jactensor jacobian(method='chain')")
@@ -72,9 +137,11 @@ def check_targets(results):
     t.append({"target": "chain() planned FLOPs never above the cheaper of forward and reverse",
               "ratio": max(o["flops"]["chosen"] / min(o["flops"]["forward"], o["flops"]["reverse"]) for o in order),
               "met": all(o["chosen_le_cheaper"] for o in order)})
-    hg = [o for o in order if o["chain"] == "hourglass"][0]
-    t.append({"target": "hourglass chain: planned FLOPs at least 10x below the dearer order",
-              "ratio": 1.0 / hg["dearer_over_chosen"], "met": hg["dearer_over_chosen"] >= 10})
+    hg = [o for o in order if o["chain"] == "hourglass" and list(o["sizes"]) == list(ORDER_CHAINS["hourglass"])]
+    if hg:
+        t.append({"target": f"hourglass chain {'-'.join(map(str, hg[0]['sizes']))}: planned FLOPs at least 10x "
+                            f"below the dearer order",
+                  "ratio": 1.0 / hg[0]["dearer_over_chosen"], "met": hg[0]["dearer_over_chosen"] >= 10})
     return t
 
 
@@ -107,42 +174,148 @@ def profiles_for_missed(targets):
     return out
 
 
-def run(mode="full", out_dir="benchmarks/results", use_peers=True, progress=True, write=print):
-    """Run all suites in one process pinned to one core; write results.json, results.md and plots."""
+class OutputFolderError(ValueError):
+    """The output folder cannot be used (a file, or a folder that already holds files)."""
+
+
+def default_folder(mode, when=None):
+    """``jactensor-bench-MODE-YYYYMMDD-HHMMSS`` in the current directory, made unique with -2, -3, ..."""
+    base = f"jactensor-bench-{mode}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}"
+    path, k = base, 1
+    while os.path.lexists(path):
+        k += 1
+        path = f"{base}-{k}"
+    return path
+
+
+def prepare_output(out_dir, mode, overwrite=False):
+    """Check the output folder before any work: None -> a fresh default folder; an existing file is refused,
+    and so is an existing folder that holds files unless ``overwrite``. Creates nothing; returns the path."""
+    if mode not in MODES:
+        raise ValueError(f"bench: unknown mode {mode!r}; choose from {sorted(MODES)}")
+    if out_dir is None:
+        return default_folder(mode)
+    out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir):
+        if not os.path.isdir(out_dir):
+            raise OutputFolderError(f"bench: --out {out_dir!r} is an existing file; name a folder (new, or existing "
+                                    f"and empty)")
+        held = sorted(os.listdir(out_dir))
+        if held and not overwrite:
+            shown = ", ".join(held[:4]) + (f", ... ({len(held) - 4} more)" if len(held) > 4 else "")
+            raise OutputFolderError(f"bench: the folder {out_dir!r} already holds files ({shown}); name a new or "
+                                    f"empty folder, or add --overwrite to replace the results in it")
+    return out_dir
+
+
+def _make_folder(path):
+    """os.makedirs, returning the folders it created (outermost first) so they can be removed again."""
+    made, p = [], os.path.abspath(path)
+    while not os.path.isdir(p):
+        made.append(p)
+        p = os.path.dirname(p)
+    os.makedirs(path, exist_ok=True)
+    return made[::-1]
+
+
+def _remove_made(made):
+    """Remove the folders we created, innermost first, if they are still empty."""
+    for d in reversed(made):
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
+
+
+def run(mode="full", out_dir=None, use_peers=True, progress=True, write=print, overwrite=False):
+    """Run all suites in one process pinned to one core; write results.json, results.md and plots into
+    ``out_dir`` (see the module docstring; None: a fresh folder). Returns the results dict."""
     from .timing import pinned_to_one_core
-    with pinned_to_one_core() as pinned:
-        return _run(mode, out_dir, use_peers, progress, write, pinned)
+    out_dir = prepare_output(out_dir, mode, overwrite)
+    made = _make_folder(out_dir)
+    try:
+        with _CtrlC() as ctrl_c:
+            write(f"jactensor bench ({mode}): the results go to {out_dir} once every suite has finished")
+            sys.stdout.flush()
+            with pinned_to_one_core() as pinned:
+                return _run(mode, out_dir, use_peers, progress, write, pinned, ctrl_c.check)
+    except BaseException as e:
+        _remove_made(made)  # files are written only at the very end, so a folder we made is still empty
+        if isinstance(e, KeyboardInterrupt):
+            gone = made and not os.path.exists(out_dir)
+            raise KeyboardInterrupt(f"removed the unfinished results folder {out_dir}" if gone
+                                    else f"no results were written to {out_dir}") from None
+        raise
 
 
-def _run(mode, out_dir, use_peers, progress, write, pinned):
+def _run(mode, out_dir, use_peers, progress, write, pinned, check=lambda: None):
     from . import report, suites
     cfg = MODES[mode]
-    os.makedirs(out_dir, exist_ok=True)
     bar = _bar(progress)
-    step = (lambda msg: (bar.set_description(msg[:60]), bar.update(1))) if bar is not None else None
+
+    def step(msg):
+        check()
+        if bar is not None:
+            bar.set_description(msg[:60])
+            bar.update(1)
     t0 = time.perf_counter()
     results = {"meta": {"mode": mode, "pinning": pinned, "versions": _versions(), "machine": platform.machine(),
                         "cpus_visible": os.cpu_count(), "dtype": "float64",
                         "statistic": "median seconds per call over repeats after a warm-up"}}
-    results["full_vs_vjp"] = suites.full_vs_vjp(cfg["sizes_a"], repeats=cfg["repeats"], guard_bytes=cfg["guard"],
-                                                max_seconds=cfg["max_seconds"], progress=step)
-    results["order"] = suites.contraction_order(scale=cfg["scale_b"], repeats=cfg["repeats"])
-    results["peers"] = suites.peers(cfg["peers"], cfg["worked"], repeats=cfg["repeats"], use_peers=use_peers,
-                                    dense_limit_n=cfg["dense_limit_n"], progress=step)
-    if bar is not None:
-        bar.close()
+    try:
+        results["full_vs_vjp"] = suites.full_vs_vjp(cfg["sizes_a"], repeats=cfg["repeats"], guard_bytes=cfg["guard"],
+                                                    max_seconds=cfg["max_seconds"], progress=step)
+        check()
+        results["order"] = suites.contraction_order(scale=cfg["scale_b"], repeats=cfg["repeats"])
+        check()
+        results["peers"] = suites.peers(cfg["peers"], cfg["worked"], repeats=cfg["repeats"], use_peers=use_peers,
+                                        dense_limit_n=cfg["dense_limit_n"], progress=step)
+    finally:
+        if bar is not None:
+            bar.close()
+    check()
     results["targets"] = check_targets(results)
     results["profiles"] = profiles_for_missed(results["targets"]) if mode != "smoke" else {}
     results["meta"]["total_seconds"] = time.perf_counter() - t0
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1, default=float)
     md = report.markdown(results)
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write(md)
-    pngs = report.plots(results, out_dir)
+    files = {"results.json": json.dumps(results, indent=1, default=float).encode(), "results.md": md.encode()}
+    pngs = report.plots(results)
+    if pngs is None:
+        print("bench: plots skipped: matplotlib is not installed (pip install 'jactensor[bench]')", file=sys.stderr)
+    else:
+        files.update(pngs)
+    check()  # never write the results of a run the user stopped
+    _write_all(out_dir, files)
     write(md)
-    write(f"\nwrote {out_dir}/results.json, {out_dir}/results.md" + "".join(f", {p}" for p in pngs))
+    write(f"\nresults written to {os.path.abspath(out_dir)}: {', '.join(files)}")
     return results
+
+
+def _write_all(folder, files):
+    """Write every file to a temporary name first, then rename them all into place with Ctrl-C held back,
+    so the folder ends up with either all of this run's files or none of them."""
+    tmps = {}
+    try:
+        for name, data in files.items():
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            tmps[name] = tmp
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        blocked = hasattr(signal, "pthread_sigmask")
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for name, tmp in list(tmps.items()):
+                os.replace(tmp, os.path.join(folder, name))
+                del tmps[name]
+        finally:
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    finally:
+        for tmp in tmps.values():
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _bar(enabled):

@@ -1,5 +1,5 @@
 """Markdown tables and PNG plots of the benchmark results."""
-import os
+import io
 
 __all__ = ["markdown", "plots"]
 
@@ -20,7 +20,12 @@ def markdown(res):
     lines = [f"# jactensor benchmarks ({m['mode']})", "",
              f"float64, {m['statistic']}; one core ({m['pinning']}); versions: "
              + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".", ""]
-    lines += ["## Targets (this run)", "", "| target | ratio (ours / theirs) | met |", "|---|---:|---|"]
+    lines += ["## Targets (this run)", ""]
+    if res["targets"]:
+        lines += ["| target | ratio (ours / theirs) | met |", "|---|---:|---|"]
+    else:
+        lines.append(f"None: the targets are stated at sizes this {m['mode']} run does not measure (the full run "
+                     f"measures them all).")
     for t in res["targets"]:
         ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}"
         met = "not measured" if t["met"] is None else ("yes" if t["met"] else "**no**")
@@ -47,7 +52,8 @@ def markdown(res):
             lines.append(f"| {meth} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Full Jacobian against VJP: gradient time and peak memory", "",
-              "| problem | n | d | route | time (us) | peak memory (MiB) | status |", "|---|---:|---:|---|---:|---:|---|"]
+              "| problem | n | d | route | time (us) | peak memory (MiB) | status |",
+              "|---|---:|---:|---|---:|---:|---|"]
     for r in res["full_vs_vjp"]["records"]:
         lines.append(f"| {r['problem']} | {r['n']} | {r['d']} | {r['route']} | {_us(r.get('seconds'))} | "
                      f"{_mib(r.get('peak_bytes'))} | {r.get('status', '')} |")
@@ -69,14 +75,22 @@ def markdown(res):
     return "\n".join(lines)
 
 
-def plots(res, out_dir):
+def _png(fig, plt):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plots(res):
+    """The PNG plots as {file name: PNG bytes} (the caller writes them); None when matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return []
-    written = []
+        return None
+    written = {}
     recs = [r for r in res["full_vs_vjp"]["records"] if r.get("status") == "ok"]
     slopes = res["full_vs_vjp"]["slopes"]
     for key, label, fname in (("seconds", "seconds per gradient", "full_vs_vjp_time.png"),
@@ -95,9 +109,7 @@ def plots(res, out_dir):
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, fname), dpi=110)
-        plt.close(fig)
-        written.append(os.path.join(out_dir, fname))
+        written[fname] = _png(fig, plt)
     fig, ax = plt.subplots(figsize=(9, 4))
     names = [o["chain"] for o in res["order"]]
     for k, (which, color) in enumerate((("chosen", "C2"), ("forward", "C0"), ("reverse", "C1"))):
@@ -110,9 +122,7 @@ def plots(res, out_dir):
     ax.set_title("chain(): planned FLOPs by contraction order")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "order.png"), dpi=110)
-    plt.close(fig)
-    written.append(os.path.join(out_dir, "order.png"))
+    written["order.png"] = _png(fig, plt)
     precs = [r for r in res["peers"]["records"] if r.get("status") == "ok"]
     probs = list(dict.fromkeys(r["problem"] for r in precs if r["problem"].startswith("attention")))
     if probs:
@@ -130,7 +140,5 @@ def plots(res, out_dir):
                          fontsize=9)
             ax.tick_params(axis="y", labelsize=8)
         fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, "peers.png"), dpi=110)
-        plt.close(fig)
-        written.append(os.path.join(out_dir, "peers.png"))
+        written["peers.png"] = _png(fig, plt)
     return written

@@ -1,5 +1,6 @@
 """Training and checking the vision transformer on scikit-learn's 8x8 digits (the `vit` extra)."""
 import math
+import numbers
 import time
 
 import numpy as np
@@ -44,6 +45,7 @@ def train(cfg, epochs=30, batch_size=64, lr=3e-3, seed=0, params=None, data=None
     """Adam with a cosine learning-rate decay on value_and_grad (the VJP path); training images are
     shifted by up to one pixel at random (``augment``), the only regulariser the small data set needs.
     Returns (params, history) where history has per-epoch loss, train and test accuracy and time."""
+    _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
     Xtr, Xte, ytr, yte = data if data is not None else load_digits_split()
     params = init_params(cfg, seed) if params is None else params
     opt = Adam(params, lr=lr, weight_decay=weight_decay)
@@ -53,29 +55,51 @@ def train(cfg, epochs=30, batch_size=64, lr=3e-3, seed=0, params=None, data=None
     history = {"loss": [], "train_acc": [], "test_acc": [], "seconds": []}
     bar = _progress(epochs, progress)
     t0 = time.perf_counter()
-    for epoch in range(epochs):
-        order = rng.permutation(len(ytr))
-        losses = []
-        for s in range(0, len(ytr), batch_size):
-            idx = order[s:s + batch_size]
-            xb = shift_augment(Xtr[idx], rng, prob=aug_prob) if augment else Xtr[idx]
-            loss, g = vg(params, xb, ytr[idx], cfg)
-            lr_t = lr * 0.5 * (1 + math.cos(math.pi * opt.t / steps))
-            params = opt.step(params, g, lr_t)
-            losses.append(float(loss) * len(idx))
-        history["loss"].append(sum(losses) / len(ytr))
-        history["train_acc"].append(accuracy(params, Xtr, ytr, cfg))
-        history["test_acc"].append(accuracy(params, Xte, yte, cfg))
-        history["seconds"].append(time.perf_counter() - t0)
+    try:  # the bar closes (ending its line) even when training is interrupted
+        for epoch in range(epochs):
+            order = rng.permutation(len(ytr))
+            losses = []
+            for s in range(0, len(ytr), batch_size):
+                idx = order[s:s + batch_size]
+                xb = shift_augment(Xtr[idx], rng, prob=aug_prob) if augment else Xtr[idx]
+                loss, g = vg(params, xb, ytr[idx], cfg)
+                if not math.isfinite(float(loss)):  # stop at once: the accuracy of a NaN model means nothing
+                    raise ValueError(f"ViT training diverged: the loss is {float(loss)} at epoch {epoch + 1}, "
+                                     f"step {opt.t + 1}; learning rate {lr} is too large for this model, choose a "
+                                     f"smaller one")
+                lr_t = lr * 0.5 * (1 + math.cos(math.pi * opt.t / steps))
+                params = opt.step(params, g, lr_t)
+                losses.append(float(loss) * len(idx))
+            history["loss"].append(sum(losses) / len(ytr))
+            history["train_acc"].append(accuracy(params, Xtr, ytr, cfg))
+            history["test_acc"].append(accuracy(params, Xte, yte, cfg))
+            history["seconds"].append(time.perf_counter() - t0)
+            if bar is not None:
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", train_acc=f"{history['train_acc'][-1]:.3f}",
+                                test_acc=f"{history['test_acc'][-1]:.3f}")
+                bar.update(1)
+            if log is not None:
+                log(epoch, history)
+    finally:
         if bar is not None:
-            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", train_acc=f"{history['train_acc'][-1]:.3f}",
-                            test_acc=f"{history['test_acc'][-1]:.3f}")
-            bar.update(1)
-        if log is not None:
-            log(epoch, history)
-    if bar is not None:
-        bar.close()
+            bar.close()
     return params, history
+
+
+def _check_settings(epochs, batch_size, lr, weight_decay):
+    def whole(v, least):
+        return not isinstance(v, bool) and isinstance(v, numbers.Integral) and v >= least
+
+    def real(v):
+        return not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v)
+    if not whole(epochs, 0):
+        raise ValueError(f"ViT training: epochs must be a whole number >= 0; got {epochs!r}")
+    if not whole(batch_size, 1):
+        raise ValueError(f"ViT training: batch_size must be a whole number >= 1; got {batch_size!r}")
+    if not (real(lr) and lr > 0):
+        raise ValueError(f"ViT training: the learning rate must be a finite number > 0; got {lr!r}")
+    if not (real(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"ViT training: weight_decay must be a finite number >= 0; got {weight_decay!r}")
 
 
 def _progress(total, enabled):

@@ -8,16 +8,24 @@ classification head and cross-entropy. Parameters are a flat dict of numpy array
 Initialisation (seeded): every weight matrix ~ N(0, 1/fan_in); biases 0; LayerNorm
 gains 1 and shifts 0; the CLS token and position embeddings ~ N(0, 0.02^2).
 """
+import contextlib
 import json
-from dataclasses import asdict, dataclass
+import numbers
+import os
+import tempfile
+import zipfile
+import zlib
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
 from .. import ops
+from ..config import config
 from ..errors import ShapeError
+from ..memory import fmt_bytes
 
 __all__ = ["ViTConfig", "init_params", "patchify", "forward", "loss_fn", "accuracy", "save_params", "load_params",
-           "count_params", "Adam", "check_shapes", "validate_images"]
+           "count_params", "param_shapes", "Adam", "check_shapes", "validate_images"]
 
 
 @dataclass(frozen=True)
@@ -31,19 +39,69 @@ class ViTConfig:
     classes: int = 10
 
     def validate(self):
-        if self.patch <= 0 or self.image % self.patch:
+        """Whole numbers in range, patch | image, heads | width, and parameters that fit
+        ``jt.config.max_jacobian_bytes`` (counted from the shapes, nothing allocated). Returns self."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"ViT: {f.name} must be a whole number; got {_short(v)}")
+            lo, hi = _RANGES[f.name]
+            if not lo <= v <= hi:
+                raise ValueError(f"ViT: {f.name} must be between {lo} and {hi:,}; got {_short(v)}")
+        if self.image % self.patch:
             raise ValueError(f"ViT: patch size {self.patch} does not divide the {self.image}x{self.image} image; "
-                             f"choose one of {[p for p in range(1, self.image + 1) if self.image % p == 0]}")
-        if self.heads <= 0 or self.width % self.heads:
+                             f"choose one of {[p for p in range(1, min(self.image, 64) + 1) if self.image % p == 0]}")
+        if self.width % self.heads:
             raise ValueError(f"ViT: width {self.width} is not divisible by heads {self.heads}; choose width as a "
                              f"multiple of heads (e.g. width {self.heads * max(1, self.width // self.heads)})")
-        if min(self.width, self.depth + 1, self.mlp_ratio, self.classes) <= 0:
-            raise ValueError(f"ViT: width, mlp_ratio and classes must be positive and depth >= 0; got {self}")
+        n = self.n_params
+        if 8 * n > config.max_jacobian_bytes:
+            raise ValueError(f"ViT: {self} has {n:,} parameters ({fmt_bytes(8 * n)} as float64), above the memory "
+                             f"limit jt.config.max_jacobian_bytes = {fmt_bytes(config.max_jacobian_bytes)}; choose a "
+                             f"smaller width, depth or mlp_ratio")
         return self
 
     @property
     def tokens(self):
         return (self.image // self.patch) ** 2
+
+    @property
+    def n_params(self):
+        """The parameter count, from the arithmetic of param_shapes (nothing allocated)."""
+        D, P, H, C = self.width, self.patch * self.patch, self.mlp_ratio * self.width, self.classes
+        block = 4 * D + (D * 3 * D + 3 * D) + (D * D + D) + (D * H + H) + (H * D + D)
+        return (P * D + D) + D + (self.tokens + 1) * D + self.depth * block + 2 * D + (D * C + C)
+
+
+# sane bounds per setting (inclusive); the parameter bytes are bounded by the memory limit on top
+_RANGES = {"image": (1, 4096), "patch": (1, 4096), "width": (1, 2**20), "depth": (0, 1000), "heads": (1, 2**20),
+           "mlp_ratio": (1, 64), "classes": (2, 2**20)}
+
+
+def _short(v, width=80):
+    r = " ".join(repr(v).split())
+    return r if len(r) <= width else r[:width - 20] + f"... ({len(r):,} characters)"
+
+
+def _names(keys, most=6):
+    keys = list(keys)
+    shown = ", ".join(keys[:most])
+    return f"[{shown}{f', ... ({len(keys) - most:,} more)' if len(keys) > most else ''}]"
+
+
+def param_shapes(cfg, check=True):
+    """Parameter name -> shape, from the configuration's arithmetic alone (what init_params allocates)."""
+    if check:
+        cfg.validate()
+    D, P, H, C = cfg.width, cfg.patch * cfg.patch, cfg.mlp_ratio * cfg.width, cfg.classes
+    s = {"embed.W": (P, D), "embed.b": (D,), "cls": (1, D), "pos": (cfg.tokens + 1, D)}
+    for l in range(cfg.depth):
+        b = f"block{l}."
+        s.update({b + "ln1.g": (D,), b + "ln1.b": (D,), b + "attn.Wqkv": (D, 3 * D), b + "attn.bqkv": (3 * D,),
+                  b + "attn.Wo": (D, D), b + "attn.bo": (D,), b + "ln2.g": (D,), b + "ln2.b": (D,),
+                  b + "mlp.W1": (D, H), b + "mlp.b1": (H,), b + "mlp.W2": (H, D), b + "mlp.b2": (D,)})
+    s.update({"ln.g": (D,), "ln.b": (D,), "head.W": (D, C), "head.b": (C,)})
+    return s
 
 
 def init_params(cfg, seed=0):
@@ -152,35 +210,140 @@ class Adam:
         return params
 
 
+MAX_CONFIG_CHARS = 4096  # the stored configuration is a short JSON string
+
+
 def save_params(path, params, cfg):
-    """np.savez of the parameters plus the configuration as a JSON string."""
-    np.savez(path, __config__=np.array(json.dumps(asdict(cfg))), **params)
+    """Write the parameters and the configuration (a JSON string) in np.savez format to ``path`` exactly as
+    given (no '.npz' is added). The file is written to a temporary name in the same folder and renamed over
+    ``path`` when complete, so an interruption never leaves a half-written file in place of a good one."""
+    _check_params({k: np.shape(v) for k, v in params.items()}, param_shapes(cfg),
+                  f"save_params: the parameters for {cfg}")
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, __config__=np.array(json.dumps(asdict(cfg))), **params)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the permissions a plain open() would give, not mkstemp's 0600
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _check_params(shapes, expected, what):
+    """Names and shapes (name -> shape) against the expected ones; a ValueError listing (a few of) the
+    missing, unexpected and misshapen entries. An expected shape None checks the name only."""
+    missing = [k for k in expected if k not in shapes]
+    extra = [k for k in shapes if k not in expected]
+    wrong = [k for k in expected if k in shapes and expected[k] is not None and tuple(shapes[k]) != expected[k]]
+    if missing or extra or wrong:
+        parts = [f"missing {_names(missing)}"] if missing else []
+        parts += [f"unexpected {_names(extra)}"] if extra else []
+        parts += [f"wrong shapes {_names(f'{k} {tuple(shapes[k])} (expected {expected[k]})' for k in wrong)}"] \
+            if wrong else []
+        raise ValueError(f"ViT: {what} do not match the configuration: {'; '.join(parts)}")
+
+
+class _Member:
+    """One array in an .npz archive: its header (read without the data) and a reader for the data."""
+
+    def __init__(self, zf, name):
+        self.zf, self.name = zf, name
+        with zf.open(name) as fp:
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                self.shape, _, self.dtype = np.lib.format.read_array_header_1_0(fp)
+            elif version == (2, 0):
+                self.shape, _, self.dtype = np.lib.format.read_array_header_2_0(fp)
+            else:
+                raise ValueError(f"array format version {version} is not one np.savez writes")
+
+    def read(self):
+        with self.zf.open(self.name) as fp:
+            return np.lib.format.read_array(fp, allow_pickle=False)
+
+
+_UNREADABLE = (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError)
 
 
 def load_params(path, cfg=None):
-    """Read parameters saved by save_params (allow_pickle=False); returns (params, cfg). Clear errors for
-    a missing, malformed or mismatching file."""
+    """Read parameters saved by save_params; returns (params, cfg).
+
+    The stored configuration is validated first (sane sizes, parameters within
+    ``jt.config.max_jacobian_bytes``), then every array's header is checked against the shapes the
+    configuration implies (arithmetically) before any array is read, so a file whose configuration or
+    arrays are out of proportion is refused without allocating anything. Missing, truncated, corrupted
+    or foreign files, pickled objects and non-finite values end in a FileNotFoundError or a ValueError
+    saying which."""
+    where = repr(os.fspath(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"ViT: no parameter file at {where}; train with `jactensor vit --save {where}`")
+    not_ours = f"ViT: {where} is not a parameter file written by `jactensor vit --save`"
     try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"ViT: no parameter file at {path!r}; train with `jactensor vit --save {path}`") \
-            from None
-    except (ValueError, OSError) as e:
-        raise ValueError(f"ViT: {path!r} is not a parameter file written by `jactensor vit --save` ({e})") from None
-    if not hasattr(data, "files") or "__config__" not in data.files:
-        raise ValueError(f"ViT: {path!r} holds no __config__ entry; it was not written by `jactensor vit --save`")
-    try:
-        saved = ViTConfig(**json.loads(str(data["__config__"])))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"ViT: the configuration stored in {path!r} is malformed ({e})") from None
-    if cfg is not None and cfg != saved:
-        raise ValueError(f"ViT: {path!r} was saved with {saved}, which differs from the requested {cfg}")
-    params = {k: np.asarray(data[k], dtype=np.float64) for k in data.files if k != "__config__"}
-    expected = init_params(saved, 0)
-    missing = sorted(set(expected) - set(params))
-    wrong = sorted(k for k in expected if k in params and params[k].shape != expected[k].shape)
-    if missing or wrong:
-        raise ValueError(f"ViT: {path!r} does not match its configuration: missing {missing}, wrong shapes {wrong}")
+        zf = zipfile.ZipFile(path)
+    except _UNREADABLE as e:
+        raise ValueError(f"{not_ours} ({_short(str(e), 120)})") from None
+    with zf:
+        try:
+            names = zf.namelist()
+            if "__config__.npy" not in names:
+                raise KeyError("__config__")
+            conf = _Member(zf, "__config__.npy")
+        except KeyError:
+            raise ValueError(f"ViT: {where} holds no __config__ entry; it was not written by `jactensor vit --save`") \
+                from None
+        except _UNREADABLE as e:
+            raise ValueError(f"{not_ours}, or it is damaged ({_short(str(e), 120)})") from None
+        if conf.shape != () or conf.dtype.kind != "U" or conf.dtype.itemsize > 4 * MAX_CONFIG_CHARS:
+            raise ValueError(f"ViT: the __config__ entry of {where} is not a short text ({conf.dtype}, shape "
+                             f"{_short(conf.shape)}); the file was not written by `jactensor vit --save`")
+        try:
+            stored = json.loads(str(conf.read()))
+            if not isinstance(stored, dict):
+                raise ValueError(f"a JSON {type(stored).__name__}, not an object")
+            unknown = sorted(set(stored) - {f.name for f in fields(ViTConfig)})
+            if unknown:
+                raise ValueError(f"unknown settings {_names(unknown)}")
+            saved = ViTConfig(**stored)
+        except _UNREADABLE as e:
+            raise ValueError(f"ViT: the configuration stored in {where} is malformed ({_short(str(e), 120)})") \
+                from None
+        try:
+            expected = param_shapes(saved)
+        except ValueError as e:
+            raise ValueError(f"ViT: the configuration stored in {where} is refused: {e}") from None
+        if cfg is not None and cfg != saved:
+            raise ValueError(f"ViT: {where} was saved with {saved}, which differs from the requested {cfg}")
+        arrays = {n[:-4] if n.endswith(".npy") else n: n for n in names if n != "__config__.npy"}
+        _check_params(dict.fromkeys(arrays), dict.fromkeys(expected), f"the entries of {where}")
+        try:
+            members = {k: _Member(zf, arrays[k]) for k in expected}
+        except _UNREADABLE as e:
+            raise ValueError(f"ViT: {where} is damaged: an array header cannot be read ({_short(str(e), 120)}); "
+                             f"save the parameters again") from None
+        _check_params({k: m.shape for k, m in members.items()}, expected, f"the arrays in {where}")
+        odd = [f"{k} ({m.dtype})" for k, m in members.items() if m.dtype.kind != "f"]
+        if odd:
+            raise ValueError(f"ViT: {where} holds arrays that are not floating point {_names(odd)}; parameter files "
+                             f"hold float arrays only (pickled objects are never loaded)")
+        params = {}
+        for k in expected:
+            try:
+                params[k] = np.asarray(members[k].read(), dtype=np.float64)
+            except _UNREADABLE as e:
+                raise ValueError(f"ViT: {where} is damaged: reading {k!r} failed ({_short(str(e), 120)}); "
+                                 f"save the parameters again") from None
+    bad = [k for k, v in params.items() if not np.all(np.isfinite(v))]
+    if bad:
+        raise ValueError(f"ViT: {where} holds NaN or Inf in {_names(bad)}; these parameters cannot be used "
+                         f"(did training diverge?)")
     return params, saved
 
 
