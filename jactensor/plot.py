@@ -5,10 +5,7 @@
 path)`` writes a figure without clipping its labels and without ever leaving a half-written
 file.
 """
-import contextlib
-import os
 import re
-import tempfile
 
 import numpy as np
 
@@ -136,18 +133,5 @@ def save(fig, path, dpi=120, format="png"):
     """Write ``fig`` to ``path`` (exactly as given) with bbox_inches="tight", so labels outside the axes
     (the colour-bar label) are inside the picture. The image goes to a temporary file in the same folder
     first and is renamed over ``path`` when complete."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=format, dpi=dpi, bbox_inches="tight")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the permissions a plain open() would give, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    from .fileio import atomic_write
+    return atomic_write(path, lambda f: fig.savefig(f, format=format, dpi=dpi, bbox_inches="tight"))

@@ -18,7 +18,6 @@ import platform
 import pstats
 import signal
 import sys
-import tempfile
 import threading
 import time
 
@@ -290,32 +289,9 @@ def _run(mode, out_dir, use_peers, progress, write, pinned, check=lambda: None):
 
 
 def _write_all(folder, files):
-    """Write every file to a temporary name first, then rename them all into place with Ctrl-C held back,
-    so the folder ends up with either all of this run's files or none of them."""
-    tmps = {}
-    try:
-        for name, data in files.items():
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-            tmps[name] = tmp
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        blocked = hasattr(signal, "pthread_sigmask")
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            for name, tmp in list(tmps.items()):
-                os.replace(tmp, os.path.join(folder, name))
-                del tmps[name]
-        finally:
-            if blocked:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    finally:
-        for tmp in tmps.values():
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    """All of this run's files or none of them (see fileio.write_all)."""
+    from ..fileio import write_all
+    write_all(folder, files)
 
 
 def _bar(enabled):

@@ -8,11 +8,9 @@ classification head and cross-entropy. Parameters are a flat dict of numpy array
 Initialisation (seeded): every weight matrix ~ N(0, 1/fan_in); biases 0; LayerNorm
 gains 1 and shifts 0; the CLS token and position embeddings ~ N(0, 0.02^2).
 """
-import contextlib
 import json
 import numbers
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import asdict, dataclass, fields
@@ -219,22 +217,8 @@ def save_params(path, params, cfg):
     ``path`` when complete, so an interruption never leaves a half-written file in place of a good one."""
     _check_params({k: np.shape(v) for k, v in params.items()}, param_shapes(cfg),
                   f"save_params: the parameters for {cfg}")
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, __config__=np.array(json.dumps(asdict(cfg))), **params)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the permissions a plain open() would give, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from ..fileio import atomic_write
+    atomic_write(path, lambda f: np.savez(f, __config__=np.array(json.dumps(asdict(cfg))), **params))
 
 
 def _check_params(shapes, expected, what):
