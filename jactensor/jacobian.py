@@ -10,6 +10,8 @@ allocation is checked against ``config.max_jacobian_bytes`` first.
 The structure-preserving algebra (``J.T``, ``diagonal``, ``trace``, ``batch_diagonal``,
 ``nnz``, ``to_sparse``) lives in ``algebra.py``; composing Jacobians in ``chain.py``.
 """
+import math
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -238,7 +240,7 @@ class Jacobian:
         if v.shape != shape:
             raise ShapeError(f"Jacobian.{op}: a {what} of shape {v.shape} for a Jacobian with out {self.out_shape} "
                              f"and in {self.in_shape}; the {what} must have shape {shape}")
-        keep_pos = range(len(self.out_shape), self.ndim) if start == 0 else range(len(self.out_shape))
+        keep_pos = range(len(self.out_shape), self.ndim) if op == "vjp" else range(len(self.out_shape))
         res_shape = tuple(self.shape[p] for p in keep_pos)
         res = Jacobian(res_shape, (), [], name=self.name)
         for t in self.terms:
@@ -328,6 +330,9 @@ def _sum_same_pattern(terms):
     labels, sizes = terms[0].labels, terms[0].sizes
     keep = tuple(l for l in dict.fromkeys(labels) if l in terms[0].present())
     if not keep:  # scalar terms: fold any 0-d factor into the coefficient
+        if any(type(a) in _backends.LAZY_TYPES for t in terms for a, _ in t.factors):  # lazy (jt.jit): a 0-d factor
+            acc = sum(t.coef * math.prod(a.reshape(()) for a, _ in t.factors) for t in terms)
+            return Term(1.0, [(as_factor(acc), ())], labels, sizes)
         return Term(float(sum(t.coef * float(np.prod([np.asarray(a).reshape(()) for a, _ in t.factors]))
                               for t in terms)), [], labels, sizes)
     acc = sum(t.coef * _arrange(t, keep) for t in terms)

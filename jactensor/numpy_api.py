@@ -99,14 +99,16 @@ _NUMPY_ONLY = {  # keyword -> test that its value is numpy's default (then it is
 }
 
 
-def strip_defaults(name, kwargs):
+def strip_defaults(name, kwargs, keep=()):
     """Drop numpy-only keyword arguments passed at their defaults (out=None, dtype=float, ...) and those
-    passed as np._NoValue; refuse numpy-only ones with other values. Everything else is kept."""
+    passed as np._NoValue; refuse numpy-only ones with other values. Everything else is kept, and so are the
+    names in ``keep`` (a function that handles e.g. ``order`` or ``dtype`` itself declares them in its
+    ``numpy_kwargs`` attribute)."""
     out = {}
     for k, v in kwargs.items():
         if v is np._NoValue:
             continue
-        test = _NUMPY_ONLY.get(k)
+        test = None if k in keep else _NUMPY_ONLY.get(k)
         if test is None:
             out[k] = v
         elif not test(v):

@@ -177,6 +177,8 @@ def batch_plan(tr, m, mode, what, seeds=None):
     the basis itself. Returns the chunk size (>= 1); refuses when not even one vector fits.
     ``seeds``: seqs of the inputs (fwd) or outputs (rev) that carry the basis.
     """
+    if m == 0:  # an empty output (rev) or input (fwd): no basis vector to carry
+        return 1
     nodes = tr.nodes()
     peak = 0
     if mode == "fwd":

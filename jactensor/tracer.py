@@ -112,14 +112,15 @@ class Tracer:
         if method != "__call__" or fn is None:
             what = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
             raise numpy_api.unsupported(what, "ufunc")
-        kwargs = numpy_api.strip_defaults(f"np.{ufunc.__name__}", kwargs)
+        kwargs = numpy_api.strip_defaults(f"np.{ufunc.__name__}", kwargs, getattr(fn, "numpy_kwargs", ()))
         return fn(*inputs, **kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
         fn = numpy_api.FUNCTIONS.get(func)
         if fn is None:
             raise numpy_api.unsupported(numpy_api._np_name(func))
-        return fn(*args, **numpy_api.strip_defaults(numpy_api._np_name(func), kwargs))
+        return fn(*args, **numpy_api.strip_defaults(numpy_api._np_name(func), kwargs,
+                                                    getattr(fn, "numpy_kwargs", ())))
 
     def __array__(self, dtype=None, copy=None):
         raise _concrete(self, "np.asarray / np.array")
