@@ -335,8 +335,22 @@ def _sum_same_pattern(terms):
             return Term(1.0, [(as_factor(acc), ())], labels, sizes)
         return Term(float(sum(t.coef * float(np.prod([np.asarray(a).reshape(()) for a, _ in t.factors]))
                               for t in terms)), [], labels, sizes)
-    acc = sum(t.coef * _arrange(t, keep) for t in terms)
-    return Term(1.0, [(as_factor(acc), keep)], labels, sizes)  # float64; a lazy (jt.jit) value stays lazy
+    if any(type(a) is not np.ndarray for t in terms for a, _ in t.factors):  # lazy (jt.jit) values stay lazy
+        acc = sum(t.coef * _arrange(t, keep) for t in terms)
+        return Term(1.0, [(as_factor(acc), keep)], labels, sizes)
+    acc = None
+    for t in terms:  # accumulate in place: one array of the result's size, no chain of temporaries
+        a = _arrange(t, keep)
+        if acc is None:
+            acc = np.multiply(a, t.coef, dtype=np.float64)
+            full = tuple(sizes[l] for l in keep)
+            if acc.shape != full:
+                acc = np.broadcast_to(acc, full).copy()
+        elif t.coef == 1.0:
+            acc += a
+        else:
+            acc += a * t.coef
+    return Term(1.0, [(acc, keep)], labels, sizes)
 
 
 def _arrange(term, keep):
