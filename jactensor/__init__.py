@@ -33,8 +33,9 @@ from . import testing  # noqa: E402,F401
 
 __all__ += ["check_formula", "testing"]
 from .explain import explain  # noqa: E402
+from .jit import jit  # noqa: E402
 
-__all__ += ["explain"]
+__all__ += ["explain", "jit"]
 
 
 def __getattr__(name):  # jt.plot without importing matplotlib (or the plotting module) at import time

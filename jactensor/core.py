@@ -22,6 +22,7 @@ from . import numpy_api
 from .config import config
 from .errors import DTypeError, NonFiniteError, NotDifferentiableError, ShapeError
 from .jacobian import Jacobian
+from .term import Term
 from .registry import Registry, registry
 from .tracer import Tracer, level_name, step_of
 
@@ -45,13 +46,14 @@ def as_input(op, k, x):
         if config.check_nan and not np.isfinite(x):
             raise NonFiniteError(f"{op}: {_arg(k)} is {x}; config.check_nan is on")
         return float(x)
-    if type(x) in _backends.LAZY_TYPES:  # a jit-recorded value: validated by its backend
+    lazy = type(x) in _backends.LAZY_TYPES  # a lazy (jt.jit-recorded) value: checked as an array, kept lazy
+    if lazy and x.dtype == _F64 and not config.check_nan:
         return x
-    if isinstance(x, np.ma.MaskedArray):
+    if not lazy and isinstance(x, np.ma.MaskedArray):
         raise DTypeError(f"{op}: {_arg(k)} is a masked array (shape {np.shape(x)}); jactensor would drop its "
                          f"mask and differentiate the hidden values. Pass x.filled(value) or x.compressed(), or "
                          f"select the valid entries with an index")
-    a = np.asarray(x)
+    a = x if lazy else np.asarray(x)
     kind = a.dtype.kind
     if kind == "c":
         raise DTypeError(f"{op}: {_arg(k)} is complex ({a.dtype}, shape {a.shape}); jactensor differentiates "
@@ -183,6 +185,8 @@ class Primitive:
         for x in inputs:
             if type(x) is Tracer:
                 return self.apply(inputs, params)
+        if _backends.LAZY_TYPES and _backends.lazy_backend(*inputs, *params.values()):  # lazy (jt.jit) values:
+            return _backends.call_primitive(self, inputs, params)                     # one call, recorded
         return self.impl(*inputs, **params)
 
     def forward(self, inputs, params):
@@ -302,6 +306,9 @@ def unary_jacobian(d, shape):
     lab = tuple(range(len(shape)))
     if isinstance(d, float):
         return Jacobian.from_labels(shape, shape, lab + lab, coef=d)
+    if type(d) is np.ndarray and d.dtype == _F64 and d.shape == tuple(shape) and 1 not in d.shape:
+        # the common case, built directly (canonical labels, nothing to broadcast): cheap per recorded op
+        return Jacobian(shape, shape, [Term(1.0, [(d, lab)], lab + lab, dict(zip(lab, shape)))])
     return Jacobian.from_labels(shape, shape, lab + lab, [(d, lab)])
 
 
@@ -316,6 +323,6 @@ def broadcast_jacobian(d, out_shape, in_shape, coef=1.0):
     in_lab = tuple(out_lab[no - ni + k] if n == out_shape[no - ni + k] else no + k for k, n in enumerate(in_shape))
     factors = []
     if d is not None:
-        d = np.asarray(d)
+        d = _backends.as_factor(d)  # float64 (a lazy jt.jit value stays lazy)
         factors.append((d, out_lab[no - d.ndim:]))
     return Jacobian.from_labels(out_shape, in_shape, out_lab + in_lab, factors, coef=coef)

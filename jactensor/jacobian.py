@@ -415,10 +415,10 @@ def _embed(terms, pattern, sizes, what):
             fresh = t.factors[0][0] is not (t0.factors[0][0] if t0.factors else None)  # made by the contraction
             view = np.transpose(np.asarray(a), [ls.index(l) for l in t.labels])
             if t.coef != 1.0:
-                if fresh:
+                if fresh and view.ndim:
                     view *= t.coef
                     return view
-                return view * t.coef
+                return np.asarray(view * t.coef)  # (a 0-d product is a numpy scalar: keep an array)
             return view if fresh else np.array(view, order="C")
     target = np.zeros([sizes[g] for g in groups])
     strides = dict(zip(groups, target.strides))

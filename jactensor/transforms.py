@@ -8,6 +8,7 @@ arguments and outputs. Results never share memory with the caller's arrays.
 """
 import numpy as np
 
+from .backends import LAZY_TYPES
 from .core import as_input
 from .errors import ArgnumError, NotDifferentiableError, ShapeError
 from .jacobian import Jacobian
@@ -90,6 +91,12 @@ def _nested(tr):
     return any(type(t.value) is Tracer for arg in tr.inputs for t in arg)
 
 
+def _collect(tr):
+    """Are the basis results gathered with primitives rather than written into numpy arrays? Inside another
+    trace, and for lazy (jt.jit) values, whose in-place writes could not be recorded."""
+    return _nested(tr) or any(type(t.value) in LAZY_TYPES for arg in tr.inputs for t in arg)
+
+
 def _jacobian_values(tr, method, dense, name, structured=False):
     """per_out[o][a][i]: the Jacobian of output leaf o w.r.t. leaf i of argument group a."""
     outs = [np.shape(tr.out_value(t)) for t in tr.outputs]
@@ -126,13 +133,13 @@ def _jacobian_values(tr, method, dense, name, structured=False):
 
 def _rev_values(tr, outs, ins, per_out, name):
     from .ops.shape import concatenate, reshape
-    nested = _nested(tr)
+    nested = _collect(tr)
     for o, os in enumerate(outs):
         t_out = tr.outputs[o]
         if not tr.is_ours(t_out):
             continue  # a constant output: its Jacobians are zero, no basis is built
         m = numel(os)
-        chunk = m if nested else batch_plan(tr, m, "rev", f"{name} (reverse mode, output {o})", {t_out.seq})
+        chunk = m if _nested(tr) else batch_plan(tr, m, "rev", f"{name} (reverse mode, output {o})", {t_out.seq})
         results = [[[] for _ in arg] for arg in ins]
         dest = None if nested else [[None] * len(arg) for arg in ins]
         for start in range(0, max(m, 1), max(chunk, 1)):
@@ -162,7 +169,7 @@ def _rev_values(tr, outs, ins, per_out, name):
 
 def _fwd_values(tr, outs, ins, per_out, name):
     from .ops.shape import concatenate, reshape, transpose
-    nested = _nested(tr)
+    nested = _collect(tr)
     used = {p.seq for node in tr.nodes() for _, p in node.parents} | \
         {t.seq for t in tr.outputs if tr.is_ours(t)}
     for a, arg in enumerate(ins):
@@ -171,7 +178,7 @@ def _fwd_values(tr, outs, ins, per_out, name):
             if leaf.seq not in used:
                 continue  # the output never reads this input: zero Jacobians, no basis built
             m = numel(s)
-            chunk = m if nested else batch_plan(tr, m, "fwd", f"{name} (forward mode, input {a}/{i})", {leaf.seq})
+            chunk = m if _nested(tr) else batch_plan(tr, m, "fwd", f"{name} (forward mode, input {a}/{i})", {leaf.seq})
             parts = [[] for _ in outs]
             dest = [None] * len(outs)
             for start in range(0, max(m, 1), max(chunk, 1)):
@@ -367,7 +374,7 @@ def vjp(f, *primals, has_aux=False, argnums=None):
             want = np.shape(tr.out_value(t))
             if np.shape(g) != want:
                 raise ShapeError(f"vjp_fn: cotangent {k} has shape {np.shape(g)} but the output has shape {want}")
-            cots.append(np.asarray(g))
+            cots.append(g if type(g) in LAZY_TYPES else np.asarray(g))  # a lazy (jt.jit) value stays recorded
         res = backward(tr, cots)
         out_ = tuple(tree_unflatten(tr.in_defs[a], [np.zeros(np.shape(t.value)) if c is None else c
                                                     for t, c in zip(tr.inputs[a], row)])
@@ -390,7 +397,8 @@ def jvp(f, primals, tangents, has_aux=False):
             raise ShapeError(f"jvp: tangent {a} must have the structure of primal {a}")
         row = []
         for x, v in zip(arg, leaves):
-            v = np.asarray(as_input("jvp", f"tangent {a}", v))
+            v = as_input("jvp", f"tangent {a}", v)
+            v = v if type(v) in LAZY_TYPES else np.asarray(v)  # a lazy (jt.jit) value stays recorded
             if v.shape != np.shape(x.value):
                 raise ShapeError(f"jvp: tangent {a} has shape {v.shape} but primal {a} has shape {np.shape(x.value)}")
             row.append(v)

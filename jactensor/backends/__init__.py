@@ -79,7 +79,22 @@ def embed(terms, pattern, sizes, what):
 
 
 def call_primitive(prim, inputs, params):
-    b = lazy_backend(*inputs)
+    b = lazy_backend(*inputs, *params.values())  # a lazy value may sit in the params (jt.jit: labels, indices)
     if b is not None and "call_primitive" in b:
         return b["call_primitive"](prim, inputs, params)
     return None
+
+
+def _dask_handler(name):
+    """A handler that imports backends/dask.py (and dask) on first use: `import jactensor` never imports dask."""
+    def handler(*args):
+        from . import dask as backend
+        return getattr(backend, name)(*args)
+    handler.__name__ = name
+    return handler
+
+
+# dask arrays as Jacobian factors: kept lazy, contracted by opt_einsum's dask backend, computed when materialised.
+# Other dask collections are claimed too, so as_factor refuses them with a message instead of computing them.
+register_lazy("dask", is_dask, as_factor=_dask_handler("as_factor"), contract=_dask_handler("contract"),
+              embed=_dask_handler("embed"))

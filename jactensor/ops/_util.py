@@ -1,6 +1,7 @@
 """Helpers shared by the op families: axis handling, broadcasting in rules, input batteries."""
 import numpy as np
 
+from .. import backends as _backends
 from ..errors import AxisError
 from ..tracer import Tracer
 
@@ -13,6 +14,8 @@ def bcast(x, shape):
     if type(x) is Tracer:
         from .shape import broadcast_to
         return broadcast_to.apply((x,), {"shape": tuple(shape)})
+    if type(x) in _backends.LAZY_TYPES:  # a lazy (jt.jit) value: one recorded call (a read-only view)
+        return np.broadcast_to(x, tuple(shape))
     out = np.empty(shape)
     out[...] = x
     return out
