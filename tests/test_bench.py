@@ -51,6 +51,12 @@ def test_bench_smoke_writes_json_table_and_plots(smoke):
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["results.json", "results.md", "full_vs_vjp_time.png", "full_vs_vjp_memory.png", "order.png", "peers.png"])
     assert "sched_setaffinity" in res["meta"]["pinning"]
+    if hasattr(os, "sched_getaffinity"):  # measured in a process that started pinned, not pinned afterwards
+        assert res["meta"]["pinning"].startswith("the measuring process was started with its CPU affinity set")
+    assert {"long_chain", "jit", "hessians", "per_example", "ntk"} <= set(res)
+    assert "## Structured Hessians" in md and "## Compiled programs" in md and "## Long programs" in md
+    for r in res["hessians"]["records"]:  # every method's Hessian was checked against the closed form
+        assert r["status"] == "ok", r
 
 
 def test_smoke_run_reports_no_target_its_sizes_do_not_define(smoke):
@@ -63,18 +69,17 @@ def test_smoke_run_reports_no_target_its_sizes_do_not_define(smoke):
 
 @pytest.fixture
 def canned(smoke, monkeypatch):
-    """The suites replaced by the smoke run's results, so output handling is tested in a fraction of a second."""
+    """The measuring process replaced by the smoke run's results, so output handling is tested in a fraction
+    of a second; the list records each measurement started."""
+    from jactensor import bench
     _, cwd, _, _ = smoke
     res = json.loads(next(cwd.iterdir()).joinpath("results.json").read_text())
     calls = []
 
-    def fake(key):
-        def f(*a, **k):
-            calls.append(key)
-            return res[key]
-        return f
-    for key, name in (("full_vs_vjp", "full_vs_vjp"), ("order", "contraction_order"), ("peers", "peers")):
-        monkeypatch.setattr(suites, name, fake(key))
+    def fake(*a, **k):
+        calls.append("measure")
+        return res
+    monkeypatch.setattr(bench, "measure_pinned", fake)
     return calls
 
 
@@ -102,13 +107,15 @@ def test_bench_refuses_a_folder_with_files_before_any_work(canned, tmp_path, cap
     assert json.loads((held / "results.json").read_text())["meta"]["mode"] == "smoke"
     (tmp_path / "file").write_text("x")
     assert main(["bench", "--smoke", "--out", str(tmp_path / "file")]) == 2
-    assert "is an existing file" in capsys.readouterr().err and canned == ["full_vs_vjp", "order", "peers"]
+    assert "is an existing file" in capsys.readouterr().err and canned == ["measure"]
 
 
 def test_bench_interrupted_leaves_nothing(canned, tmp_path, monkeypatch, capsys):
+    from jactensor import bench
+
     def interrupted(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(suites, "peers", interrupted)
+    monkeypatch.setattr(bench, "measure_pinned", interrupted)
     assert main(["bench", "--smoke", "--no-progress", "--out", str(tmp_path / "new" / "deeper")]) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "interrupted; removed the unfinished results folder" in err

@@ -27,12 +27,19 @@ __all__ = ["run", "MODES", "prepare_output", "check_targets", "OutputFolderError
 
 MODES = {
     "full": dict(sizes_a=[3, 6, 12, 24, 48, 96], guard=512 * 2**20, scale_b=1.0, peers=((8, 8), (32, 16), (64, 32)),
-                 worked=((3, 2), (64, 32)), repeats=7, dense_limit_n=32, max_seconds=5.0),
+                 worked=((3, 2), (64, 32)), repeats=7, dense_limit_n=32, max_seconds=5.0,
+                 chains=(1000, 4000, 16000), jit=dict(grad_sizes=((8, 8), (64, 32)),
+                                                      jac_sizes=((8, 8), (32, 16), (64, 32)), hessians=True)),
     "quick": dict(sizes_a=[3, 6, 12, 24, 48], guard=64 * 2**20, scale_b=0.5, peers=((8, 8), (32, 16), (64, 32)),
-                  worked=((3, 2), (64, 32)), repeats=3, dense_limit_n=32, max_seconds=1.5),
+                  worked=((3, 2), (64, 32)), repeats=3, dense_limit_n=32, max_seconds=1.5,
+                  chains=(1000, 4000), jit=dict(grad_sizes=((64, 32),), jac_sizes=((8, 8), (32, 16)),
+                                                hessians=True)),
     "smoke": dict(sizes_a=[3, 4], guard=16 * 2**20, scale_b=0.05, peers=((4, 2),), worked=((3, 2),), repeats=1,
-                  dense_limit_n=4, max_seconds=1.0),
+                  dense_limit_n=4, max_seconds=1.0, chains=(50, 100),
+                  jit=dict(grad_sizes=((4, 2),), jac_sizes=((4, 2),), hessians=False)),
 }
+
+TIE = 0.10  # a ratio within 10% of its limit is inside this machine's run-to-run spread: reported as a tie
 
 
 def _versions():
@@ -124,14 +131,13 @@ def check_targets(results):
         if a is None:  # this run's sizes do not include the target's
             continue
         r = None if b is None else a["seconds"] / b["seconds"]
-        met = None if r is None else (r < limit if limit == 1.0 else r <= limit)
-        t.append({"target": target, "ratio": r, "met": met})
+        t.append({"target": target, "ratio": r, "limit": limit})
     chain_ = _time_of(recs, "attention: full", 32, "jactensor jacobian(method='chain')")
     jj = _time_of(recs, "attention: full", 32, "jax jit(jacrev)")
     if chain_ is not None and jj is not None and "compile_seconds" in jj:
         r = chain_["seconds"] / (jj["seconds"] + jj["compile_seconds"])
         t.append({"target": "jacobian(method='chain') at (32, 16) faster than jax.jacrev with compile included "
-                            "(one call)", "ratio": r, "met": r < 1.0})
+                            "(one call)", "ratio": r, "limit": 1.0})
     order = results["order"]
     t.append({"target": "chain() planned FLOPs never above the cheaper of forward and reverse",
               "ratio": max(o["flops"]["chosen"] / min(o["flops"]["forward"], o["flops"]["reverse"]) for o in order),
@@ -141,7 +147,30 @@ def check_targets(results):
         t.append({"target": f"hourglass chain {'-'.join(map(str, hg[0]['sizes']))}: planned FLOPs at least 10x "
                             f"below the dearer order",
                   "ratio": 1.0 / hg[0]["dearer_over_chosen"], "met": hg[0]["dearer_over_chosen"] >= 10})
-    return t
+    chains = results.get("long_chain", {}).get("records", [])
+    longest = max(chains, key=lambda r: r["L"], default=None)
+    if longest is not None and longest["L"] >= 16000:
+        t.append({"target": f"jacobian(method='chain') of an elementwise program of {longest['L']:,} ops at most 3x "
+                            f"method='rev'", "ratio": longest["ratio"], "limit": 3.0})
+    if "jit" in results:
+        from .jit_suite import jit_targets
+        t += [dict(x, limit=x.get("limit")) for x in jit_targets(results["jit"]["records"])]
+    if any(k in results for k in ("hessians", "per_example", "ntk")):
+        from .structured import structured_targets
+        t += structured_targets(results)
+    return [_judge(x) for x in t]
+
+
+def _judge(t):
+    """met: True / False from the ratio and the limit, "tie" inside the spread (see TIE), None if unmeasured."""
+    if t.get("limit") is None:
+        return t
+    r, limit = t["ratio"], t["limit"]
+    if r is None:
+        return dict(t, met=None)
+    if abs(r - limit) <= TIE * limit:
+        return dict(t, met="tie")
+    return dict(t, met=r <= limit)
 
 
 def _profile(fn, top=14):
@@ -225,17 +254,18 @@ def _remove_made(made):
 
 
 def run(mode="full", out_dir=None, use_peers=True, progress=True, write=print, overwrite=False):
-    """Run all suites in one process pinned to one core; write results.json, results.md and plots into
-    ``out_dir`` (see the module docstring; None: a fresh folder). Returns the results dict."""
-    from .timing import pinned_to_one_core
+    """Run all suites in a fresh process pinned to one core (see ``measure_pinned``); write results.json,
+    results.md and the plots into ``out_dir`` (see the module docstring; None: a fresh folder). Returns the
+    results dict."""
     out_dir = prepare_output(out_dir, mode, overwrite)
     made = _make_folder(out_dir)
     try:
         with _CtrlC() as ctrl_c:
             write(f"jactensor bench ({mode}): the results go to {out_dir} once every suite has finished")
             sys.stdout.flush()
-            with pinned_to_one_core() as pinned:
-                return _run(mode, out_dir, use_peers, progress, write, pinned, ctrl_c.check)
+            results = measure_pinned(mode, use_peers, progress)
+            ctrl_c.check()
+            return _report(results, out_dir, write, ctrl_c.check)
     except BaseException as e:
         _remove_made(made)  # files are written only at the very end, so a folder we made is still empty
         if isinstance(e, KeyboardInterrupt):
@@ -245,8 +275,60 @@ def run(mode="full", out_dir=None, use_peers=True, progress=True, write=print, o
         raise
 
 
-def _run(mode, out_dir, use_peers, progress, write, pinned, check=lambda: None):
-    from . import report, suites
+def measure_pinned(mode, use_peers=True, progress=True):
+    """``measure()`` in a new Python process whose CPU affinity is set to one core before it starts, so every
+    thread it ever creates (numpy's BLAS pool, XLA's, torch's) runs on that core: pinning a running process
+    pins only its calling thread. Thread-count variables are set for the libraries too."""
+    import subprocess
+    import tempfile
+    from .timing import THREAD_ENV
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cpu = cpus[0] if cpus else None
+    env = dict(os.environ, **THREAD_ENV)
+    env["JACTENSOR_BENCH_CPU"] = "" if cpu is None else str(cpu)
+    fd, path = tempfile.mkstemp(prefix="jactensor-bench-", suffix=".json")
+    os.close(fd)
+    cmd = [sys.executable, "-m", "jactensor.bench.worker", mode, path, "peers" if use_peers else "no-peers",
+           "progress" if progress else "no-progress"]
+    pre = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=pre)
+    try:
+        rc = proc.wait()
+        if rc != 0:
+            raise RuntimeError(f"bench: the measuring process failed (exit {rc}); see the lines above")
+        with open(path) as f:
+            return json.load(f)
+    except BaseException:
+        if proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=10)
+            if proc.poll() is None:
+                proc.kill()
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _commit():
+    """The git commit of the code being measured (and whether the tree had local changes), if known."""
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+local changes" if dirty else "")) if head else None
+
+
+def measure(mode, use_peers=True, progress=True, check=lambda: None, pinned="not pinned"):
+    """Run every suite in this process and evaluate the targets; returns the results dict."""
+    from . import structured, suites
+    from .jit_suite import jit_suite
     cfg = MODES[mode]
     bar = _bar(progress)
 
@@ -256,8 +338,9 @@ def _run(mode, out_dir, use_peers, progress, write, pinned, check=lambda: None):
             bar.set_description(msg[:60])
             bar.update(1)
     t0 = time.perf_counter()
+    libs = [lib for lib in ("jax", "torch", "autograd") if use_peers and suites._available(lib)]
     results = {"meta": {"mode": mode, "pinning": pinned, "versions": _versions(), "machine": platform.machine(),
-                        "cpus_visible": os.cpu_count(), "dtype": "float64",
+                        "cpus_visible": os.cpu_count(), "dtype": "float64", "commit": _commit(),
                         "statistic": "median seconds per call over repeats after a warm-up"}}
     try:
         results["full_vs_vjp"] = suites.full_vs_vjp(cfg["sizes_a"], repeats=cfg["repeats"], guard_bytes=cfg["guard"],
@@ -267,6 +350,16 @@ def _run(mode, out_dir, use_peers, progress, write, pinned, check=lambda: None):
         check()
         results["peers"] = suites.peers(cfg["peers"], cfg["worked"], repeats=cfg["repeats"], use_peers=use_peers,
                                         dense_limit_n=cfg["dense_limit_n"], progress=step)
+        check()
+        results["long_chain"] = suites.long_chain(cfg["chains"], repeats=min(cfg["repeats"], 3), progress=step)
+        check()
+        results["jit"] = jit_suite(repeats=cfg["repeats"], use_peers=use_peers, progress=step, **cfg["jit"])
+        check()
+        results["hessians"] = structured.hessians(mode, repeats=min(cfg["repeats"], 3), libs=libs, progress=step)
+        check()
+        results["per_example"] = structured.per_example(mode, repeats=cfg["repeats"], libs=libs, progress=step)
+        check()
+        results["ntk"] = structured.ntk(mode, repeats=cfg["repeats"], libs=libs, progress=step)
     finally:
         if bar is not None:
             bar.close()
@@ -274,6 +367,11 @@ def _run(mode, out_dir, use_peers, progress, write, pinned, check=lambda: None):
     results["targets"] = check_targets(results)
     results["profiles"] = profiles_for_missed(results["targets"]) if mode != "smoke" else {}
     results["meta"]["total_seconds"] = time.perf_counter() - t0
+    return results
+
+
+def _report(results, out_dir, write, check=lambda: None):
+    from . import report
     md = report.markdown(results)
     files = {"results.json": json.dumps(results, indent=1, default=float).encode(), "results.md": md.encode()}
     pngs = report.plots(results)

@@ -210,8 +210,8 @@ def jit_targets(records):
         if a is None:
             continue
         r = None if b is None else a["seconds"] / b["seconds"]
-        met = None if r is None else (r < limit if limit == 1.0 else r <= limit)
-        out.append({"target": target, "ratio": r, "met": met})
+        met = None if r is None else r <= limit
+        out.append({"target": target, "ratio": r, "met": met, "limit": limit})
         if b is not None and "first_call_seconds" in a and "first_call_seconds" in b:
             rf = a["first_call_seconds"] / b["first_call_seconds"]
             out.append({"target": f"{target.split(' within')[0].split(' no slower')[0]}: first call (compile "

@@ -19,7 +19,10 @@ def markdown(res):
     m = res["meta"]
     lines = [f"# jactensor benchmarks ({m['mode']})", "",
              f"float64, {m['statistic']}; one core ({m['pinning']}); versions: "
-             + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + ".", ""]
+             + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v) + "."
+             + (f" Code measured: commit {m['commit']}." if m.get("commit") else ""), "",
+             "A ratio within 10% of its limit is inside this machine's run-to-run spread and is reported as a tie.",
+             ""]
     lines += ["## Targets (this run)", ""]
     if res["targets"]:
         lines += ["| target | ratio (ours / theirs) | met |", "|---|---:|---|"]
@@ -28,7 +31,7 @@ def markdown(res):
                      f"measures them all).")
     for t in res["targets"]:
         ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}"
-        met = "not measured" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        met = "not measured" if t["met"] is None else "tie" if t["met"] == "tie" else ("yes" if t["met"] else "**no**")
         lines.append(f"| {t['target']} | {ratio} | {met} |")
     lines += ["", "## Peers side by side (median microseconds per call)", ""]
     recs = res["peers"]["records"]
@@ -69,6 +72,7 @@ def markdown(res):
         fl, s = o["flops"], o["seconds"]
         lines.append(f"| {o['chain']} | {o['sizes']} | {fl['chosen']:,} | {fl['forward']:,} | {fl['reverse']:,} | "
                      f"{_us(s['chosen'])} | {_us(s['forward'])} | {_us(s['reverse'])} |")
+    lines += _structured_md(res) + _jit_md(res) + _chains_md(res)
     for name, prof in res.get("profiles", {}).items():
         lines += ["", f"## Profile of a missed target ({name}): where the time goes", "", "```", prof.strip(), "```"]
     lines.append("")
@@ -142,3 +146,68 @@ def plots(res):
         fig.tight_layout()
         written["peers.png"] = _png(fig, plt)
     return written
+
+
+def _structured_md(res):
+    lines = []
+    recs = res.get("hessians", {}).get("records", [])
+    if recs:
+        lines += ["## Structured Hessians (median milliseconds per Hessian; jit JAX compile apart)", ""]
+        for prob in dict.fromkeys(r["problem"] for r in recs):
+            rows = [r for r in recs if r["problem"] == prob]
+            sizes = list(dict.fromkeys(r["size"] for r in rows))
+            lines += [f"### {prob}", "", "| method | " + " | ".join(sizes) + " |", "|---|" + "---:|" * len(sizes)]
+            for meth in dict.fromkeys(r["method"] for r in rows):
+                cells = []
+                for size in sizes:
+                    r = next((r for r in rows if r["method"] == meth and r["size"] == size), None)
+                    if r is None or r.get("status") != "ok":
+                        cells.append("" if r is None else "error")
+                        continue
+                    c = f"{r['seconds'] * 1e3:,.1f}"
+                    if "compile_seconds" in r:
+                        c += f" (+{r['compile_seconds']:.2f} s)"
+                    if r.get("note"):
+                        c += f" ({r['note']})"
+                    cells.append(c)
+                lines.append(f"| {meth} | " + " | ".join(cells) + " |")
+            lines.append("")
+    for key, title in (("per_example", "Per-example Jacobians of an MLP layer"),
+                       ("ntk", "Empirical NTK of a two-layer MLP")):
+        rr = res.get(key, {}).get("records", [])
+        if rr:
+            lines += [f"## {title}", "", "| method | median ms | peak memory (MiB) |", "|---|---:|---:|"]
+            for r in rr:
+                c = f"{r['seconds'] * 1e3:,.2f}" + (f" (+{r['compile_seconds']:.2f} s)" if "compile_seconds" in r else "")
+                lines.append(f"| {r['method']} | {c} | {_mib(r.get('peak_bytes'))} |")
+            if key == "per_example":
+                r = rr[0]
+                lines.append(f"\nB = {r['B']}, in {r['d_in']}, out {r['d_out']}: the per-example result is "
+                             f"{_mib(r['result_bytes'])} MiB; the dense Jacobian would be {_mib(r['dense_bytes'])} MiB.")
+            lines.append("")
+    return lines
+
+
+def _jit_md(res):
+    recs = res.get("jit", {}).get("records", [])
+    if not recs:
+        return []
+    lines = ["## Compiled programs (jt.jit): median microseconds per call, first call (compile included) apart", "",
+             "| problem | (n, d) | method | median us | first call ms |", "|---|---|---|---:|---:|"]
+    for r in recs:
+        first = f"{r['first_call_seconds'] * 1e3:,.1f}" if "first_call_seconds" in r else ""
+        lines.append(f"| {r['problem']} | ({r['n']}, {r['d']}) | {r['method']} | {_us(r.get('seconds'))} | {first} |")
+    return lines + [""]
+
+
+def _chains_md(res):
+    ch = res.get("long_chain", {})
+    if not ch.get("records"):
+        return []
+    lines = ["## Long programs: jacobian(method='chain') against method='rev' (seconds)", "",
+             "| ops | chain | rev | chain / rev |", "|---:|---:|---:|---:|"]
+    for r in ch["records"]:
+        lines.append(f"| {r['L']:,} | {r['chain_seconds']:.3f} | {r['rev_seconds']:.3f} | {r['ratio']:.2f} |")
+    if ch.get("time_slope") is not None:
+        lines.append(f"\nFitted power of L for the chain route: {ch['time_slope']:.2f}.")
+    return lines + [""]

@@ -14,18 +14,17 @@ THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 
 
 def pin_one_core():
-    """Pin this process (every thread of every library) to one core, and ask the libraries for one thread.
-
-    Environment flags alone do not stop XLA's large dots from using more cores, so the
-    process affinity is what makes the comparison single-threaded. Returns a description.
-    """
+    """Pin the calling thread (and every thread created after this call) to one core, and ask the libraries
+    for one thread. Threads that already exist -- a BLAS pool started when numpy was imported -- keep their
+    affinity, so this does not pin a running process as a whole: ``jactensor bench`` measures in a fresh
+    process started with its affinity already set (bench.measure_pinned). Returns a description."""
     for k, v in THREAD_ENV.items():
         os.environ.setdefault(k, v)
     how = ["thread env vars (OMP/OPENBLAS/MKL/XLA)"]
     if hasattr(os, "sched_setaffinity"):
         cpu = min(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpu})
-        how.append(f"os.sched_setaffinity to core {cpu} (the whole process, XLA's threads included)")
+        how.append(f"os.sched_setaffinity to core {cpu} (this thread and threads created from now on)")
     try:
         from threadpoolctl import threadpool_limits
         threadpool_limits(1)
