@@ -47,8 +47,17 @@ def test_readme_python_blocks_each_run_on_their_own(capsys):
             raise AssertionError(f"README Python block {k + 1} fails on its own: {type(e).__name__}: {e}") from None
         spaces.append(ns)
     capsys.readouterr()
-    first, transforms, formula = spaces[0], spaces[1], spaces[2]
+    first = spaces[0]
+    find = lambda name: next(ns for ns in spaces if name in ns)  # noqa: E731 - the block that defines name
+    transforms, formula = find("JX"), find("report")
     assert formula["report"].ok and transforms["JX"].shape == (8, 4, 8, 4)
+    structured = find("theta")  # the structured-derivative uses, against independent numpy
+    assert structured["G"].shape == (8, 32, 8, 32) and structured["theta"].shape == (64, 10, 64, 10)
+    A, y = structured["A"], structured["y"]
+    s = 0.5 * np.ones(500)  # sigmoid(0): the logistic Hessian at w = 0 is A^T diag(s(1-s)/m) A
+    np.testing.assert_allclose(structured["diag"], (A * A).T @ (s * (1 - s) / 500), atol=1e-14)
+    assert structured["blocks"].shape == (2000, 32, 8)
+    assert find("step")["step"]._cache_size() == 1
     # the chain example's loss has a real gradient (not a constant like the sum of a row-wise softmax),
     # and chain() of the full Jacobians gives the same dL/dQ as finite differences
     from jactensor.testing import finite_difference_jacobian
