@@ -501,6 +501,8 @@ def _vit_train(args):
 # ---- bench --------------------------------------------------------------------------------------------------
 def _bench(args):
     from .bench import OutputFolderError, run
+    if args.scale:
+        return _bench_scale(args)
     mode = "smoke" if args.smoke else ("quick" if args.quick else "full")
     try:  # the folder is checked before any work: a non-empty one is refused without --overwrite
         res = run(mode, out_dir=args.out, overwrite=args.overwrite, use_peers=not args.no_peers,
@@ -510,6 +512,25 @@ def _bench(args):
     for t in res["targets"]:
         if t["met"] is False:
             print(f"target missed: {t['target']} (ratio {t['ratio']:.2f})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _bench_scale(args):
+    """The Jacobian of attention at n = 512, d = 64 (8 GiB dense) on dask: zarr store, norm, top singular
+    values, peak memory (minutes; needs the dask extra and scipy)."""
+    from .bench import OutputFolderError, _make_folder, _remove_made, prepare_output
+    from .bench.scale import run_scale
+    try:
+        out = prepare_output(args.out, "scale", args.overwrite)
+    except OutputFolderError as e:
+        raise UsageError(str(e).removeprefix("bench: ")) from None
+    made = _make_folder(out)
+    try:
+        run_scale(out_dir=out)
+    except BaseException:
+        _remove_made(made)
+        raise
+    print(f"results written to {os.path.abspath(out)}: scale.json, scale.md")
     return EXIT_OK
 
 
@@ -612,6 +633,9 @@ def build_parser():
     size = b.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (under two minutes)")
     size.add_argument("--smoke", action="store_true", help="the smallest sizes, for tests (seconds); no targets")
+    size.add_argument("--scale", action="store_true",
+                      help="Jacobians larger than memory: the 8 GiB Jacobian of attention on dask (zarr store, norm, "
+                           "top singular values, peak memory); tens of minutes, needs the dask extra and scipy")
     b.add_argument("--out", type=output_folder,
                    help="output folder: new, or existing and empty (default: a new folder "
                         "jactensor-bench-MODE-YYYYMMDD-HHMMSS in the current directory)")

@@ -49,6 +49,10 @@ def as_input(op, k, x):
     lazy = type(x) in _backends.LAZY_TYPES  # a lazy (jt.jit-recorded) value: checked as an array, kept lazy
     if lazy and x.dtype == _F64 and not config.check_nan:
         return x
+    if not lazy and _backends.is_dask(x):
+        raise DTypeError(f"{op}: {_arg(k)} is a dask array (shape {np.shape(x)}); primitives compute in memory "
+                         f"with numpy. Pass np.asarray(x) if it fits, or wrap a huge Jacobian with "
+                         f"jt.Jacobian.from_dense(x, out_ndim) and compose it with jt.chain")
     if not lazy and isinstance(x, np.ma.MaskedArray):
         raise DTypeError(f"{op}: {_arg(k)} is a masked array (shape {np.shape(x)}); jactensor would drop its "
                          f"mask and differentiate the hidden values. Pass x.filled(value) or x.compressed(), or "

@@ -301,10 +301,11 @@ class Jacobian:
         """``to_dask(matrix=True)``: the matrix form for dask.array.linalg."""
         return self.to_dask(chunks=chunks, matrix=True)
 
-    def to_zarr(self, path, chunks="auto", overwrite=False):
-        """Write the dense tensor to a zarr store chunk by chunk (atomically: temporary name, then rename)."""
+    def to_zarr(self, path, chunks="auto", overwrite=False, **zarr_kwargs):
+        """Write the dense tensor to a zarr store chunk by chunk (atomically: temporary name, then rename);
+        ``zarr_kwargs`` (e.g. ``compressors=None``) go to the store."""
         from .backends.dask import to_zarr
-        return to_zarr(self, path, chunks=chunks, overwrite=overwrite)
+        return to_zarr(self, path, chunks=chunks, overwrite=overwrite, **zarr_kwargs)
 
 
 def _growth(t):
@@ -330,7 +331,7 @@ def _sum_same_pattern(terms):
     labels, sizes = terms[0].labels, terms[0].sizes
     keep = tuple(l for l in dict.fromkeys(labels) if l in terms[0].present())
     if not keep:  # scalar terms: fold any 0-d factor into the coefficient
-        if any(type(a) in _backends.LAZY_TYPES for t in terms for a, _ in t.factors):  # lazy (jt.jit): a 0-d factor
+        if any(_backends.lazy_backend(a) is not None for t in terms for a, _ in t.factors):  # lazy: a 0-d factor
             acc = sum(t.coef * math.prod(a.reshape(()) for a, _ in t.factors) for t in terms)
             return Term(1.0, [(as_factor(acc), ())], labels, sizes)
         return Term(float(sum(t.coef * float(np.prod([np.asarray(a).reshape(()) for a, _ in t.factors]))

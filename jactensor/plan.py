@@ -6,7 +6,7 @@ so the memory guard runs before any einsum does.
 import numpy as np
 
 from . import contract as _c
-from .backends import as_factor
+from .backends import as_factor, is_dask
 from .memory import ITEMSIZE, check_bytes, numel
 from .term import Term
 
@@ -105,10 +105,11 @@ def contract_term(t, what="Jacobian", order="best"):
     cost, which = choose(opt, fwd, rev, order)
     if not t.factors or (len(t.factors) == 1 and t.factors[0][1] == keep):
         return t, (cost, fwd, rev)
-    check_bytes(cost.largest * ITEMSIZE, f"{what} (largest contraction intermediate)", (cost.largest,))
-    out_shape = [t.sizes[l] for l in keep]
-    check_bytes(numel(out_shape) * ITEMSIZE, f"{what} (contracted factor)", out_shape)
     ops = [a for a, _ in t.factors]
+    if not any(is_dask(a) for a in ops):  # a dask contraction allocates nothing now: np.asarray(J) is guarded
+        check_bytes(cost.largest * ITEMSIZE, f"{what} (largest contraction intermediate)", (cost.largest,))
+        out_shape = [t.sizes[l] for l in keep]
+        check_bytes(numel(out_shape) * ITEMSIZE, f"{what} (contracted factor)", out_shape)
     labels = [ls for _, ls in t.factors]
     if which == "fwd":
         ops, labels = ops[::-1], labels[::-1]

@@ -219,8 +219,8 @@ def default_folder(mode, when=None):
 def prepare_output(out_dir, mode, overwrite=False):
     """Check the output folder before any work: None -> a fresh default folder; an existing file is refused,
     and so is an existing folder that holds files unless ``overwrite``. Creates nothing; returns the path."""
-    if mode not in MODES:
-        raise ValueError(f"bench: unknown mode {mode!r}; choose from {sorted(MODES)}")
+    if mode not in MODES and mode != "scale":
+        raise ValueError(f"bench: unknown mode {mode!r}; choose from {sorted(MODES) + ['scale']}")
     if out_dir is None:
         return default_folder(mode)
     out_dir = os.fspath(out_dir)

@@ -204,7 +204,6 @@ def _timed(fn):
 
 
 def _one_scheduler(J, kind, store_dir, sampler, norm_ref, k, power_iter, oversamples, log):
-    import dask
     import dask.array as da
 
     from ..backends.dask import to_zarr
@@ -254,7 +253,6 @@ def _one_scheduler(J, kind, store_dir, sampler, norm_ref, k, power_iter, oversam
     rec["peak_rss"] = {name: v for name, v in sampler.phases.items() if name.startswith(kind)}
     rec["peak_rss_total"] = max(v["total"] for v in rec["peak_rss"].values())
     rec["peak_rss_self"] = max(v["self"] for v in rec["peak_rss"].values())
-    del dask
     return rec
 
 
@@ -289,7 +287,7 @@ def _check_small(n, d, k, power_iter, oversamples, seed, log):
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------
-def run_scale(out_dir="benchmarks/results", n=512, d=64, *, schedulers=("threads", "distributed"), check_n=64,
+def run_scale(out_dir, n=512, d=64, *, schedulers=("threads", "distributed"), check_n=64,
               check_d=16, k=8, power_iter=2, oversamples=120, store_dir=None, seed=0, log=print):
     """Measure the attention Jacobian past memory; write ``scale.json`` and ``scale.md`` into ``out_dir``
     (atomically) and return the results as a dict.
@@ -302,6 +300,7 @@ def run_scale(out_dir="benchmarks/results", n=512, d=64, *, schedulers=("threads
     require("dask.array")
     require("zarr")
     require("distributed")
+    require("scipy")  # ARPACK, the cross-check of the singular values
     import dask
     import psutil
 
@@ -384,18 +383,11 @@ def _versions():
 
 
 def _write(out_dir, res):
-    """scale.json and scale.md, each written to a temporary file and renamed into place."""
+    """scale.json and scale.md, both or neither (each written under a temporary name, then renamed)."""
+    from ..fileio import write_all
     os.makedirs(out_dir, exist_ok=True)
-    for name, text in (("scale.json", json.dumps(res, indent=1, default=float)), ("scale.md", markdown(res))):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, os.path.join(out_dir, name))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+    write_all(os.fspath(out_dir), {"scale.json": json.dumps(res, indent=1, default=float).encode(),
+                                   "scale.md": markdown(res).encode()})
 
 
 def _gib(b):
