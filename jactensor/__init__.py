@@ -34,8 +34,9 @@ from . import testing  # noqa: E402,F401
 __all__ += ["check_formula", "testing"]
 from .explain import explain  # noqa: E402
 from .jit import jit  # noqa: E402
+from . import special  # noqa: E402 - jt.special.NAME: scipy.special's names
 
-__all__ += ["explain", "jit"]
+__all__ += ["explain", "jit", "special"]
 
 
 def __getattr__(name):  # jt.plot without importing matplotlib (or the plotting module) at import time

@@ -123,6 +123,12 @@ class Tracer:
                                                     getattr(fn, "numpy_kwargs", ())))
 
     def __array__(self, dtype=None, copy=None):
+        name = _scipy_converter()
+        if name is not None:
+            raise ConcretizationError(
+                f"scipy.special.{name} converts its argument to a numpy array, so it cannot see a traced value "
+                f"(shape {self.shape}) and its derivative would be lost; call jt.special.{name} instead (same "
+                f"arguments and defaults)")
         raise _concrete(self, "np.asarray / np.array")
 
     def __bool__(self):
@@ -236,6 +242,24 @@ class Tracer:
             raise AttributeError(f"a traced array has no method {name!r} that jactensor can differentiate"
                                  + (f"; closest: {', '.join(close)}" if close else f"; supported: {', '.join(known)}"))
         return lambda *args, **kwargs: fn(self, *args, **kwargs)
+
+
+_SCIPY_PYTHON_FUNCTIONS = {"softmax", "log_softmax", "logsumexp", "polygamma"}
+
+
+def _scipy_converter():
+    """The name of the scipy.special Python function (not a ufunc) that is converting a traced value, if any:
+    its error then names the jt.special equivalent."""
+    import sys
+    f = sys._getframe(2)
+    for _ in range(8):
+        if f is None:
+            return None
+        if f.f_code.co_name in _SCIPY_PYTHON_FUNCTIONS and \
+                str(f.f_globals.get("__name__", "")).startswith("scipy.special"):
+            return f.f_code.co_name
+        f = f.f_back
+    return None
 
 
 def _kd(keepdims):

@@ -1,4 +1,5 @@
 """Extreme inputs (|x| up to 1e3, nearly constant rows): finite values and finite, correct Jacobians."""
+import math
 import warnings
 
 import numpy as np
@@ -90,3 +91,97 @@ def test_layer_norm_nearly_constant_rows():
     np.testing.assert_allclose(y, (g * xhat + b).astype(np.float64), rtol=1e-9, atol=1e-9)
     gx = jt.grad(lambda x: jt.sum(jt.layer_norm(x, g, b) * x))(x)
     assert _all_finite(gx)
+
+
+def test_softmax_long_rows_extreme():
+    """Rows longer than nn.BLOCK_MAX keep the Jacobian as terms (S delta and -S S): same limits as above."""
+    from jactensor.ops.nn import BLOCK_MAX
+    m = BLOCK_MAX + 8
+    x = np.full((2, m), -1e3)
+    x[0, 0] = 1e3           # one-hot row: zero Jacobian
+    x[1, :2] = 1e3          # two equal maxima: [1/2, 1/2, 0, ...]
+    (J,) = jt.softmax.jacobian(x, axis=-1)
+    assert len(J.terms) == 2
+    J = np.asarray(J)
+    assert _all_finite(jt.softmax(x, axis=-1), J)
+    np.testing.assert_allclose(J[0, :, 0, :], 0, atol=1e-300)
+    want = np.zeros((m, m))
+    want[:2, :2] = [[0.25, -0.25], [-0.25, 0.25]]
+    np.testing.assert_allclose(J[1, :, 1, :], want, atol=1e-15)
+    np.testing.assert_allclose(J[0, :, 1, :], 0, atol=0)  # rows do not couple
+    (L,) = jt.log_softmax.jacobian(x, axis=-1)
+    s1 = np.r_[0.5, 0.5, np.zeros(m - 2)]
+    np.testing.assert_allclose(np.asarray(L)[1, :, 1, :], np.eye(m) - s1, atol=1e-15)
+
+
+def test_layer_norm_nearly_constant_long_rows():
+    """d > nn.BLOCK_MAX (the Jacobian as three terms) on nearly constant rows, against long double."""
+    from jactensor.ops.nn import BLOCK_MAX
+    rng = np.random.default_rng(1)
+    d = BLOCK_MAX + 8
+    x = 5.0 + 1e-9 * rng.normal(size=(2, d))
+    x[1] = -3.0
+    g = rng.normal(size=d)
+    (J, _) = jt.layer_norm.jacobian(x, g, 0.0)
+    assert len(J.terms) == 3
+    J = np.asarray(J)
+    xl = x.astype(np.longdouble)
+    mu = xl.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt(((xl - mu) ** 2).mean(-1, keepdims=True) + np.longdouble(1e-5))
+    xhat = (xl - mu) * rstd
+    gl = g.astype(np.longdouble)
+    for k in range(2):
+        ref = gl[:, None] * rstd[k] * (np.eye(d, dtype=np.longdouble) - 1 / np.longdouble(d)
+                                       - np.outer(xhat[k], xhat[k]) / d)
+        np.testing.assert_allclose(J[k, :, k, :], ref.astype(np.float64), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", ["logaddexp", "logaddexp2", "hypot", "expit", "logit", "erfc", "gammaln", "sinc",
+                                  "expm1_log1p"])
+def test_special_and_elementwise_extremes(case):
+    """Values and derivatives stay finite and take their limits at extreme arguments (no overflow warnings)."""
+    import jactensor.special as jsp
+
+    def diag(f, *args):
+        return np.diag(np.asarray(jt.jacobian(f)(*args)))
+
+    if case in ("logaddexp", "logaddexp2"):
+        f, base = (jt.logaddexp, math.e) if case == "logaddexp" else (jt.logaddexp2, 2.0)
+        a = np.array([1e3, -1e3, 0.0])
+        y = f(a, 0.0)
+        np.testing.assert_allclose(y, [1e3, 0.0, math.log(2.0, base)], rtol=1e-15, atol=1e-300)
+        np.testing.assert_allclose(diag(f, a, 0.0), [1.0, 0.0, 0.5], atol=1e-300)
+    elif case == "hypot":
+        a, b = np.array([1e200, 3.0]), np.array([1e200, 4.0])
+        np.testing.assert_allclose(jt.hypot(a, b), [math.sqrt(2.0) * 1e200, 5.0], rtol=1e-15)
+        np.testing.assert_allclose(diag(jt.hypot, a, b), [math.sqrt(0.5), 0.6], rtol=1e-15)
+    elif case == "expit":
+        np.testing.assert_allclose(diag(jsp.expit, BIG), [0.0, 0.0, 0.25, math.exp(-3.0) / (1 + math.exp(-3.0)) ** 2],
+                                   rtol=1e-14, atol=1e-300)
+    elif case == "logit":
+        p = np.array([1e-300, 0.5])
+        np.testing.assert_allclose(jsp.logit(p), [math.log(1e-300), 0.0], rtol=1e-15)
+        np.testing.assert_allclose(diag(jsp.logit, p), [1e300, 4.0], rtol=1e-15)
+    elif case == "erfc":
+        x = np.array([30.0, -30.0, 0.0])
+        np.testing.assert_allclose(jsp.erfc(x), [0.0, 2.0, 1.0], atol=1e-300)
+        np.testing.assert_allclose(diag(jsp.erfc, x), [0.0, 0.0, -2.0 / math.sqrt(math.pi)], atol=1e-300)
+    elif case == "gammaln":
+        x = np.array([1e5, 1e-5])
+        np.testing.assert_allclose(jsp.gammaln(x), [math.lgamma(1e5), math.lgamma(1e-5)], rtol=1e-14)
+        # digamma(x) = log x - 1/(2x) - 1/(12 x^2) + ... at 1e5; -1/x - gamma_E + (pi^2/6) x + O(x^2) at 1e-5
+        np.testing.assert_allclose(diag(jsp.gammaln, x), [math.log(1e5) - 0.5e-5 - 1 / 12e10,
+                                                          -1e5 - 0.5772156649015329 + math.pi ** 2 / 6 * 1e-5],
+                                   rtol=1e-14)
+    elif case == "sinc":
+        x = np.array([1e8 + 0.5, 1e-8])
+        np.testing.assert_allclose(jt.sinc(x), [1.0 / (math.pi * (1e8 + 0.5)), 1.0], rtol=1e-6)
+        # sinc'(x) = (cos(pi x) - sinc(x)) / x; near 0: -pi^2 x / 3
+        np.testing.assert_allclose(diag(jt.sinc, x)[1], -math.pi ** 2 * 1e-8 / 3, rtol=1e-12)
+        assert _all_finite(diag(jt.sinc, x))
+    else:
+        x = np.array([1e-20, -1e-20])
+        np.testing.assert_array_equal(jt.expm1(x), x)
+        np.testing.assert_array_equal(jt.log1p(x), x)
+        np.testing.assert_allclose(diag(jt.expm1, x), [1.0, 1.0], rtol=1e-15)
+        np.testing.assert_allclose(diag(jt.log1p, x), [1.0, 1.0], rtol=1e-15)
