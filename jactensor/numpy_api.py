@@ -133,3 +133,48 @@ register(lambda x: True, [np.isrealobj])
 register(lambda x: np.isfinite(_value(x)), [np.isfinite])
 register(lambda x: np.isnan(_value(x)), [np.isnan])
 register(lambda x: np.isinf(_value(x)), [np.isinf])
+
+
+def support_table():
+    """Markdown: every numpy (and scipy.special) name that works on traced values, grouped by kind, with the
+    jactensor function it calls. The README's table is this text (a test checks they match)."""
+    import jactensor  # noqa: F401 - every op family registered
+    rows, queries = {}, []
+    for f, fn in FUNCTIONS.items():
+        if getattr(fn, "__name__", "") == "<lambda>":  # a shape query (np.shape, np.ndim, ...): no derivative
+            queries.append(_np_name(f))
+            continue
+        rows.setdefault(_np_name(f), _jt_name(fn))
+    for name, fn in UFUNCS.items():
+        key = f"np.{name}" if isinstance(getattr(np, name, None), np.ufunc) else f"scipy.special.{name}"
+        if getattr(fn, "__name__", "") == "<lambda>":
+            queries.append(key)
+            continue
+        rows.setdefault(key, _jt_name(fn))
+    methods = sorted(m for m in METHODS if not m.startswith("__"))
+    groups = {"numpy functions and ufuncs": sorted(k for k in rows if k.startswith("np.") and
+                                                   not k.startswith("np.linalg.")),
+              "numpy.linalg": sorted(k for k in rows if k.startswith("np.linalg.")),
+              "scipy.special (ufuncs)": sorted(k for k in rows if k.startswith("scipy.special."))}
+    out = []
+    for title, names in groups.items():
+        out.append(f"**{title}** ({len(names)}): " + ", ".join(
+            f"`{n}`" + ("" if rows[n] in (n.split(".")[-1], f"jt.{n.split('.')[-1]}") else f" ({rows[n]})")
+            for n in names))
+        out.append("")
+    allm = sorted(set(methods) | {"sum", "mean", "max", "reshape", "transpose", "swapaxes"})
+    out.append(f"**ndarray methods on traced values** ({len(allm)}): " + ", ".join(f"`.{m}`" for m in allm)
+               + "; also the operators, `abs(x)`, `x.T`, `len(x)` and iteration.")
+    out.append("")
+    out.append("**answered from the value (no derivative involved)**: " + ", ".join(f"`{q}`" for q in sorted(queries)))
+    return "\n".join(out)
+
+
+def _jt_name(fn):
+    name = getattr(fn, "__name__", "?")
+    mod = getattr(fn, "__module__", "") or ""
+    if "linalg" in mod or "decomp" in mod:
+        return f"jt.linalg.{name}"
+    if mod.endswith("special") and name not in ("erf", "sigmoid"):
+        return f"jt.special.{name}"
+    return f"jt.{name}"
