@@ -35,8 +35,9 @@ __all__ += ["check_formula", "testing"]
 from .explain import explain  # noqa: E402
 from .jit import jit  # noqa: E402
 from . import special  # noqa: E402 - jt.special.NAME: scipy.special's names
+from . import linalg  # noqa: E402 - jt.linalg.NAME: numpy.linalg's names
 
-__all__ += ["explain", "jit", "special"]
+__all__ += ["explain", "jit", "special", "linalg"]
 
 
 def __getattr__(name):  # jt.plot without importing matplotlib (or the plotting module) at import time

@@ -229,14 +229,15 @@ def _term_entries(t, shape, n_out):
     """(row, col, value) of every entry in one compact term's support."""
     distinct = list(dict.fromkeys(t.labels))
     present = t.present()
-    if t.factors:
+    if t.factors and np.ndim(t.factors[0][0]):
         (a, ls), = t.factors
         a = np.asarray(a)
         nz = np.nonzero(a)
         coords = {l: nz[ls.index(l)] for l in ls}
         vals = t.coef * a[nz]
-    else:
-        coords, vals = {}, np.array([t.coef])
+    else:  # no factor, or a 0-d one: a coefficient (no entries at all if it is zero)
+        c = t.coef * (float(np.asarray(t.factors[0][0])) if t.factors else 1.0)
+        coords, vals = {}, np.array([c] if c != 0 else [])
     free = [l for l in distinct if l not in present]
     m = vals.size
     for l in free:  # every value repeats along a label no factor carries

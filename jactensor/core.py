@@ -20,11 +20,11 @@ import numpy as np
 from . import backends as _backends
 from . import numpy_api
 from .config import config
-from .errors import DTypeError, NonFiniteError, NotDifferentiableError, ShapeError
+from .errors import DTypeError, JactensorError, NonFiniteError, NotDifferentiableError, ShapeError
 from .jacobian import Jacobian
 from .term import Term
 from .registry import Registry, registry
-from .tracer import Tracer, level_name, step_of
+from .tracer import Tracer, count_step, level_name
 
 __all__ = ["Primitive", "registry", "defprimitive", "Registry", "PerArg", "as_input", "check_finite"]
 
@@ -175,9 +175,11 @@ class Primitive:
             vals.append(x)
         ans = self.apply(vals, params) if nested else self.forward(vals, params)
         out = Tracer(ans, top, self, params, vals, parents)
-        if config.check_nan and not nested:
-            check_finite(ans, self.name, f"step {step_of(top, out.seq)} of the program traced from "
-                                         f"{level_name(top)}, inputs of shapes {[np.shape(x) for x in vals]}")
+        if config.check_nan:
+            step = count_step(top)
+            if not nested:
+                check_finite(ans, self.name, f"step {step} of the program traced from {level_name(top)}, inputs of "
+                                             f"shapes {[np.shape(x) for x in vals]}")
         return out
 
     def bound(self, *inputs, **params):
@@ -200,6 +202,8 @@ class Primitive:
                     return _backends.call_primitive(self, inputs, params)
         try:
             return self.impl(*inputs, **params)
+        except (JactensorError, np.linalg.LinAlgError):
+            raise
         except ValueError as e:
             shapes = ", ".join(str(np.shape(x)) for x in inputs)
             raise ShapeError(f"{self.name}: operands of shapes {shapes} do not fit ({e}); see "

@@ -4,7 +4,7 @@ import inspect
 import numpy as np
 
 from .contract import ZERO_COST
-from .memory import ITEMSIZE, fmt_bytes as _fmt_bytes
+from .memory import fmt_bytes as _fmt_bytes, nbytes as _nbytes
 from .passes import chain_accumulate, trace
 from .plan import ChainPlan
 from .transforms import _argnums
@@ -115,7 +115,7 @@ def _explain_program(f, args, argnums, kwargs):
     step = 0
     for node in tr.nodes():
         if node.prim is None:
-            vjp_bytes += int(np.size(node.value)) * ITEMSIZE
+            vjp_bytes += _nbytes(np.shape(node.value))
             continue
         step += 1
         names[node.seq] = f"#{step}"
@@ -124,12 +124,12 @@ def _explain_program(f, args, argnums, kwargs):
         for k, parent in node.parents:
             in_shape = np.shape(node.args[k])
             jacs.append((names.get(parent.seq, "?"), out_shape + in_shape))
-            nbytes = int(np.prod(out_shape + in_shape, dtype=np.int64)) * ITEMSIZE
+            nbytes = _nbytes(out_shape + in_shape)
             sizes.append(nbytes)
             full += nbytes
             J = node.prim.jac_rules[k](node.value, *node.args, **node.params)
             structured += J.stored_bytes
-        vjp_bytes += int(np.prod(out_shape, dtype=np.int64)) * ITEMSIZE
+        vjp_bytes += _nbytes(out_shape)
         rows.append({"step": step, "prim": node.prim.name, "out": out_shape, "jacs": jacs, "bytes": sizes})
     plans, dense_plans = {}, {}
     wrt = [pnames[a] if a < len(pnames) else f"arg{a}" for a in nums]

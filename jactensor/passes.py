@@ -15,7 +15,7 @@ from .jacobian import Jacobian, _growth
 from .memory import ITEMSIZE, fmt_bytes, numel
 from .pytree import tree_flatten, tree_unflatten
 from .backends import LAZY_TYPES
-from .tracer import Tracer, new_level, release_level, step_of, toposort
+from .tracer import Tracer, new_level, release_level, toposort
 
 __all__ = ["Traced", "trace", "backward", "forward", "chain_accumulate", "batch_plan"]
 
@@ -41,6 +41,11 @@ class Traced:
         if self._nodes is None:
             self._nodes = toposort([t for t in self.outputs if self.is_ours(t)])
         return self._nodes
+
+    def step(self, node):
+        """1-based position of ``node`` among the recorded primitive calls (the numbering explain() prints)."""
+        calls = [n.seq for n in self.nodes() if n.prim is not None]
+        return calls.index(node.seq) + 1 if node.seq in calls else 0
 
 
 def _fname(f):
@@ -111,7 +116,7 @@ def backward(tr, cotangents):
             c = (rule or prim._rule(rules, "VJP", k))(g, ans, *args, **params)
             if check:
                 check_finite(c, f"the VJP of {prim.name} (argument {k})",
-                             f"step {step_of(tr.level, node.seq)} of the program traced from {tr.name}")
+                             f"step {tr.step(node)} of the program traced from {tr.name}")
             p = parent.seq
             old = cot.get(p)
             cot[p] = c if old is None else old + c
@@ -153,7 +158,7 @@ def forward(tr, tangents):
             y = node.prim._rule(node.prim.jvp_rules, "JVP", k)(v, node.value, *node.args, **node.params)
             if check:
                 check_finite(y, f"the JVP of {node.prim.name} (argument {k})",
-                             f"step {step_of(tr.level, node.seq)} of the program traced from {tr.name}")
+                             f"step {tr.step(node)} of the program traced from {tr.name}")
             acc = y if acc is None else acc + y
         for _, parent in node.parents:
             if last.get(parent.seq) == node.seq:
@@ -276,6 +281,7 @@ def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False, laz
     if not tr.is_ours(out):
         return [[None for _ in arg] for arg in tr.inputs]
     adj = {out.seq: Jacobian.identity(oshape, name="output")}
+    check = config.check_nan and not symbolic
 
     def settle(J):
         J = plan_only(J) if symbolic else contract_with_plan(J)
@@ -302,6 +308,11 @@ def chain_accumulate(tr, out_index, dense=False, plans=None, symbolic=False, laz
         for k, parent in node.parents:
             Jk = node.prim._rule(node.prim.jac_rules, "Jacobian", k)(node.value, *node.args, **node.params)
             Jk.name = f"{node.prim.name} w.r.t. argument {k}"
+            if check:
+                for t in Jk.terms:
+                    for a, _ in t.factors:
+                        check_finite(a, f"the Jacobian of {node.prim.name} (argument {k})",
+                                     f"step {tr.step(node)} of the program traced from {tr.name}")
             if dense:
                 Jk = shape_only_dense(Jk) if symbolic else Jk.densified()
                 contrib = settle(product(A, Jk))

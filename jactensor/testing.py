@@ -60,7 +60,8 @@ class CheckReport:
     def __str__(self):
         lines = [f"check {self.name}: {'ok' if self.ok else 'FAILED'}"]
         for r in self.rows:
-            where = "" if r["index"] is None else f" worst at {r['index']}"
+            where = "" if r["index"] is None else f"  {r['index']}" if isinstance(r["index"], str) else \
+                f" worst at {r['index']}"
             lines.append(f"  arg {r['arg']}  {r['check']:<22} max err {r['abs']:.2e} (rel {r['rel']:.2e})"
                          f"{where}  {'ok' if r['ok'] else 'FAIL'}")
         return "\n".join(lines)
@@ -79,7 +80,8 @@ def check(op, *args, fd_eps=1e-6, fd_tol=1e-6, tol=1e-9, seed=0, **kwargs):
     - Jacobian vs central finite differences (float64), relative tolerance ``fd_tol``;
     - VJP vs the Jacobian contracted with a random cotangent (also with a batch axis);
     - JVP vs the Jacobian contracted with a random tangent (also with a batch axis);
-    - the projection <u, J v> against <vjp(u), v>.
+    - the projection <u, J v> against <vjp(u), v>;
+    - the structured Jacobian's own ``J.vjp(u)`` and ``J.jvp(v)`` against its dense form.
     Returns a CheckReport (``report.ok``, ``str(report)``).
     """
     if isinstance(op, str):
@@ -90,7 +92,8 @@ def check(op, *args, fd_eps=1e-6, fd_tol=1e-6, tol=1e-9, seed=0, **kwargs):
     inputs, params = op._bind(args, kwargs)
     ans = np.asarray(op.forward(inputs, params))
     argnums = op.array_argnums(inputs)
-    jacs = [np.asarray(J) for J in op.jacobian(*args, **kwargs)]
+    structured = op.jacobian(*args, **kwargs)
+    jacs = [np.asarray(J) for J in structured]
     rows = []
     for k in argnums:
         if not np.all(np.isfinite(inputs[k])):
@@ -131,6 +134,17 @@ def check(op, *args, fd_eps=1e-6, fd_tol=1e-6, tol=1e-9, seed=0, **kwargs):
         same = np.shape(jv) == np.shape(u) and np.shape(vjps[j]) == np.shape(v)
         row(k, "<u, J v> = <vjp(u), v>", np.vdot(u, jv) if same else np.inf, np.vdot(vjps[j], v) if same else 0.0,
             tol)
+        # the structured Jacobian's own contractions (no dense form) against its dense form
+        for what, method, vec, want in (
+                ("Jacobian.vjp vs dense", "vjp", u, np.tensordot(u, J, axes=(list(range(nout)), list(range(nout))))),
+                ("Jacobian.jvp vs dense", "jvp", v, np.tensordot(J, v, axes=(in_axes, list(range(v.ndim)))))):
+            try:
+                got = getattr(structured[j], method)(vec)
+            except Exception as e:  # a wrong contraction may not even fit: report it as this row failing
+                rows.append({"arg": k, "check": what, "abs": np.inf, "rel": np.inf, "ok": False,
+                             "index": f"{type(e).__name__}: {e}"})
+                continue
+            row(k, what, got, want, tol)
     return CheckReport(op.name, rows)
 
 

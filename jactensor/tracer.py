@@ -20,17 +20,17 @@ from . import numpy_api
 from .errors import ConcretizationError, NotDifferentiableError
 from .registry import registry
 
-__all__ = ["Tracer", "new_level", "release_level", "level_name", "toposort", "getval", "install_operators"]
+__all__ = ["Tracer", "new_level", "release_level", "level_name", "count_step", "toposort", "getval", "install_operators"]
 
 _levels = itertools.count(1)
 _seq = itertools.count()  # creation order of Tracers: parents are always created before children
-_active = {}  # level -> (name of the function being traced, first seq): live traces only
+_active = {}  # level -> [name of the function being traced, recorded calls counted]: live traces only
 
 
 def new_level(name="f", start=None):
     """A fresh trace level, higher than every level created before, for tracing the function ``name``."""
     level = next(_levels)
-    _active[level] = (name, next(_seq) if start is None else start)
+    _active[level] = [name, 0]
     return level
 
 
@@ -42,9 +42,14 @@ def level_name(level):
     return _active.get(level, ("a function",))[0]
 
 
-def step_of(level, seq):
-    """1-based position of the Tracer ``seq`` among the calls recorded at ``level`` (approximate under nesting)."""
-    return seq - _active.get(level, (None, seq))[1]
+def count_step(level):
+    """Count one more primitive call recorded at ``level``; returns its 1-based step number. (Only the NaN check
+    counts, so tracing pays nothing for it otherwise.)"""
+    entry = _active.get(level)
+    if entry is None:
+        return 0
+    entry[1] += 1
+    return entry[1]
 
 
 def getval(x):
@@ -129,7 +134,8 @@ class Tracer:
                 f"scipy.special.{name} converts its argument to a numpy array, so it cannot see a traced value "
                 f"(shape {self.shape}) and its derivative would be lost; call jt.special.{name} instead (same "
                 f"arguments and defaults)")
-        raise _concrete(self, "np.asarray / np.array")
+        raise _concrete(self, "np.asarray / np.array (or a plain ndarray's method such as X.dot(W) with a traced "
+                              "W: numpy's C method cannot be intercepted; write np.dot(X, W) or X @ W)")
 
     def __bool__(self):
         raise _concrete(self, "bool() (an `if` or `while` on the traced value itself)")

@@ -285,8 +285,9 @@ def hessian(f, argnums=0, has_aux=False, method="auto", structured=False):
         chosen = method if method != "auto" else hessian_costs(tr)["chosen"]
         outer = "chain" if chosen == "chain" else "fwd"
         per_out = _jacobian_values(tr, outer, False, "hessian", structured)
-        res = _Fresh(_externals(args, kwargs)).tree(_assemble(tr, per_out, single))
-        return (res, tr.aux) if has_aux else res
+        fresh = _Fresh(_externals(args, kwargs))
+        res = fresh.tree(_assemble(tr, per_out, single))
+        return (res, fresh.tree(tr.aux)) if has_aux else res
     return _tag(hess_fn, "hessian", f, argnums=argnums, has_aux=has_aux, method=method, structured=structured)
 
 

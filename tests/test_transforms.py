@@ -61,21 +61,33 @@ def test_attention_shapes_like_the_issue(attn_args):
     assert JX.shape == (5, 3, 5, 3) and JWq.shape == (5, 3, 3, 3)
     grads = jt.grad(lambda *a: jt.sum(attention(*a) ** 2), argnums=(0, 1, 2, 3))(*attn_args)
     assert [g.shape for g in grads] == [x.shape for x in attn_args]
+    for k, g in enumerate(grads):  # d sum(A^2) / dx = 2 A . dA/dx, the Jacobian by finite differences
+        fd = finite_difference_jacobian(lambda v: attention(*[v if j == k else a for j, a in enumerate(attn_args)]),
+                                        attn_args[k])
+        np.testing.assert_allclose(g, np.tensordot(2 * attention(*attn_args), fd, axes=2), atol=1e-7)
 
 
 def test_grad_never_forms_a_jacobian(attn_args, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a Jacobian rule ran during grad")
+    J = jt.jacobian(attention, argnums=(0, 1, 2, 3))(*attn_args)  # the chain route, before breaking it
     for prim in jt.registry.values():
         monkeypatch.setattr(prim, "jac_rules", [boom] * 8)
     monkeypatch.setattr(jt.Jacobian, "dense", boom)
     g = jt.grad(lambda *a: jt.sum(attention(*a) ** 2), argnums=(0, 1, 2, 3))(*attn_args)
     _, fn = jt.vjp(attention, *attn_args)
-    fn(np.ones((5, 3)))
-    jt.jvp(attention, attn_args, [np.ones_like(x) for x in attn_args])
-    jt.jacobian(attention, method="rev")(*attn_args)
-    jt.jacobian(attention, method="fwd")(*attn_args)
-    assert len(g) == 4
+    pulled = fn(np.ones((5, 3)))
+    _, pushed = jt.jvp(attention, attn_args, [np.ones_like(x) for x in attn_args])
+    Jr = jt.jacobian(attention, method="rev")(*attn_args)
+    Jf = jt.jacobian(attention, method="fwd")(*attn_args)
+    A = attention(*attn_args)
+    for k in range(4):
+        np.testing.assert_allclose(g[k], np.tensordot(2 * A, J[k], axes=2), atol=1e-12)
+        np.testing.assert_allclose(pulled[k], np.tensordot(np.ones((5, 3)), J[k], axes=2), atol=1e-12)
+    np.testing.assert_allclose(pushed, sum(np.tensordot(J[k], np.ones_like(attn_args[k]), axes=2) for k in range(4)),
+                               atol=1e-12)
+    np.testing.assert_allclose(Jr, J[0], atol=1e-12)
+    np.testing.assert_allclose(Jf, J[0], atol=1e-12)
     with pytest.raises(AssertionError, match="Jacobian rule ran"):
         jt.jacobian(attention, method="chain")(*attn_args)
 
@@ -149,10 +161,15 @@ def test_has_aux(rng):
     (v, a), g = jt.value_and_grad(lambda x: (jt.sum(x * x), x * 2), has_aux=True)(x)
     np.testing.assert_allclose(g, 2 * x)
     np.testing.assert_allclose(a, 2 * x)
+    np.testing.assert_allclose(v, x @ x)
     out, fn, aux = jt.vjp(lambda x: (x * 3, "tag"), x, has_aux=True)
     assert aux == "tag"
+    np.testing.assert_allclose(out, 3 * x)
+    np.testing.assert_allclose(fn(np.arange(3.0))[0], 3 * np.arange(3.0))
     out, t, aux = jt.jvp(lambda x: (x * 3, 7), (x,), (np.ones(3),), has_aux=True)
     np.testing.assert_allclose(t, 3 * np.ones(3))
+    np.testing.assert_allclose(out, 3 * x)
+    assert aux == 7
     with pytest.raises(jt.NotDifferentiableError, match="pair"):
         jt.grad(lambda x: jt.sum(x), has_aux=True)(x)
 
@@ -173,9 +190,14 @@ def test_pytrees_in_and_out(rng):
     Jr = jt.jacobian(model, method="rev")(params, x)
     np.testing.assert_allclose(Jr[1]["layers"][0], J[1]["layers"][0], atol=1e-14)
     out, fn = jt.vjp(model, params, x)
+    ref = model(params, x)
+    np.testing.assert_allclose(out[0]["mean"], ref[0]["mean"])
+    np.testing.assert_allclose(out[1], ref[1])
     gp, gx = fn(({"mean": np.array(1.0), "sum": np.array(0.0)}, np.zeros((4, 2))))
     np.testing.assert_allclose(gp["W"], g["W"], atol=1e-14)
-    assert gx.shape == x.shape
+    gx_ref = jt.grad(lambda p, x: model(p, x)[0]["mean"], argnums=1)(params, x)
+    np.testing.assert_allclose(gx, gx_ref, atol=1e-14)
+    np.testing.assert_allclose(gx, finite_difference_jacobian(lambda v: model(params, v)[0]["mean"], x), atol=1e-8)
 
 
 def test_constants_and_independent_outputs(rng):
@@ -201,8 +223,10 @@ def test_memory_guard_in_transforms(rng):
             with pytest.raises(jt.JacobianTooLargeError, match=r"\(30, 30, 30, 30\).*jt.grad or jt.vjp"):
                 jt.jacobian(jt.tanh, method=m)(x)
         g = jt.grad(lambda x: jt.sum(jt.tanh(x)))(x)  # the VJP path is not limited
-        assert g.shape == x.shape
-    assert jt.jacobian(jt.tanh)(x).shape == (30, 30, 30, 30)
+        np.testing.assert_allclose(g, 1 - np.tanh(x) ** 2, atol=1e-15)
+    J = jt.jacobian(jt.tanh)(x)
+    assert J.shape == (30, 30, 30, 30)
+    np.testing.assert_allclose(J.reshape(900, 900), np.diag((1 - np.tanh(x) ** 2).ravel()), atol=1e-15)
 
 
 def test_tracer_operators_and_methods(rng):
@@ -262,3 +286,70 @@ def test_keyword_arguments_pass_through_as_constants(rng):
     np.testing.assert_allclose(jt.grad(f)(x, scale=3.0), 3.0 * (1 - np.tanh(x) ** 2))
     assert jt.jacobian(lambda x, k=2: x * k)(x, k=5).trace() == 15.0
     np.testing.assert_allclose(jt.hessian(f)(x, scale=2.0), np.diag(2.0 * -2 * np.tanh(x) * (1 - np.tanh(x) ** 2)))
+
+
+# ---- generated programs with kinks, broadcast-then-reduce and negative indices ----------------------------------
+@pytest.mark.parametrize("seed", range(24))
+def test_random_programs_with_kinks_follow_the_documented_convention(seed):
+    """Programs evaluated exactly at kinks (relu at 0, tied maxima): every method's Jacobian equals the finite
+    differences of the program with each kink linearised under the documented convention."""
+    f = random_program(seed, n_steps=2 + seed % 5, kinks=True)
+    args = inputs(seed)
+    assert f.has_kinks
+    ref = f.reference(*args)
+    np.testing.assert_allclose(ref(*args), f(*args), atol=1e-14)
+    Js = {m: jt.jacobian(f, argnums=(0, 1, 2), method=m)(*args) for m in ("chain", "rev", "fwd")}
+    out = np.asarray(f(*args))
+    W = np.random.default_rng(seed).normal(size=out.shape)
+    g = jt.grad(lambda *a: jt.sum(f(*a) * W), argnums=(0, 1, 2))(*args)
+    for a in range(3):
+        fd = finite_difference_jacobian(lambda v: ref(*[v if k == a else args[k] for k in range(3)]), args[a])
+        for m in Js:
+            np.testing.assert_allclose(Js[m][a], fd, atol=2e-7, rtol=1e-6, err_msg=f"{m} arg {a}")
+        np.testing.assert_allclose(g[a], np.tensordot(W, fd, axes=out.ndim), atol=1e-6, err_msg=f"grad arg {a}")
+
+
+@pytest.mark.parametrize("shape, r", [((), 5), ((3,), 2), ((2, 1), 4)])
+def test_broadcast_then_reduce_counts_the_copies(shape, r):
+    """sum(broadcast_to(y, (r,) + y.shape), axis=0) = r y: the derivative is r on every route."""
+    y = np.random.default_rng(0).normal(size=shape)
+
+    def f(y):
+        return jt.sum(jt.broadcast_to(y, (r,) + shape), axis=0)
+    expected = r * np.eye(max(y.size, 1)).reshape(shape + shape)
+    for m in ("chain", "rev", "fwd"):
+        np.testing.assert_allclose(jt.jacobian(f, method=m)(y), expected, err_msg=m)
+        np.testing.assert_allclose(jt.jacobian(f, method=m, dense=(m == "chain"))(y), expected, err_msg=m)
+    np.testing.assert_allclose(jt.grad(lambda y: jt.sum(f(y)))(y), np.full(shape, float(r)))
+    np.testing.assert_allclose(jt.jvp(f, (y,), (np.ones(shape),))[1], np.full(shape, float(r)))
+    np.testing.assert_allclose(jt.hessian(lambda y: jt.sum(f(y) * f(y)))(y), 2 * r * r * np.eye(max(y.size, 1))
+                               .reshape(shape + shape))
+
+
+def test_explain_counts_eight_bytes_per_entry(attn_args):
+    """explain's totals from the shapes of the recorded steps (float64: 8 bytes an entry)."""
+    n, d = attn_args[0].shape
+    nd, dd, nn = n * d, d * d, n * n
+    # (output size, [input sizes]) of each step of attention w.r.t. X and Wq: Q = X Wq, K = X Wk, V = X Wv,
+    # K.T, Q K^T, / sqrt(d), softmax, S V
+    steps = [(nd, [nd, dd]), (nd, [nd]), (nd, [nd]), (nd, [nd]), (nn, [nd, nd]), (nn, [nn]), (nn, [nn]),
+             (nd, [nn, nd])]
+    e = jt.explain(attention, *attn_args, argnums=(0, 1))
+    assert [len(r["jacs"]) for r in e.rows] == [len(ins) for _, ins in steps]
+    assert e.full_bytes == 8 * sum(o * i for o, ins in steps for i in ins)
+    assert e.vjp_bytes == 8 * (nd + dd + sum(o for o, _ in steps))
+    assert [b for r in e.rows for b in r["bytes"]] == [8 * o * i for o, ins in steps for i in ins]
+
+
+@pytest.mark.parametrize("method", ["chain", "rev", "fwd"])
+def test_empty_arrays_have_empty_jacobians(method):
+    """A zero-size output or input: the Jacobian is an empty array of shape out + in, on every route."""
+    for shape in [(0,), (2, 0), (0, 3)]:
+        x = np.ones(shape)
+        J = jt.jacobian(jt.exp, method=method)(x)
+        assert J.shape == shape + shape
+        J = jt.jacobian(lambda v: jt.sum(v) * np.ones(2), method=method)(x)   # empty input, non-empty output
+        np.testing.assert_array_equal(J, np.zeros((2,) + shape))
+        J = jt.jacobian(lambda v: v[:0] * 2.0, method=method)(np.ones(3))      # empty output
+        assert J.shape == (0, 3)
+    assert jt.hessian(lambda v: jt.sum(v * v))(np.ones(0)).shape == (0, 0)

@@ -7,7 +7,7 @@ from .nn import *  # noqa: F401,F403
 from .reduce import *  # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 
-from . import special  # noqa: E402,F401 - registered here, public as jt.special.NAME (scipy's names)
+from . import decomp, special  # noqa: E402,F401 - registered here, public as jt.linalg.NAME, jt.special.NAME
 
 FAMILIES = (elementwise, indexing, linalg, nn, reduce, shape)
 __all__ = [n for fam in FAMILIES for n in fam.__all__]
