@@ -119,7 +119,7 @@ def to_zarr(J, path, chunks="auto", overwrite=False, **zarr_kwargs):
     tag = uuid.uuid4().hex[:12]
     tmp = os.path.join(parent, f".{base}.partial-{tag}")
     try:
-        da.to_zarr(x, tmp, mode="w-", **zarr_kwargs)
+        _store_all(da.to_zarr(x, tmp, mode="w-", compute=False, **zarr_kwargs))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -134,6 +134,25 @@ def to_zarr(J, path, chunks="auto", overwrite=False, **zarr_kwargs):
     else:
         os.rename(tmp, path)
     return path
+
+
+def _store_all(store):
+    """Compute the delayed chunk writes of ``store``. On dask's default threaded scheduler the writes run on a
+    pool of our own that is drained before this returns or raises: dask raises the first failure while other
+    threads may still be writing chunks, and a chunk written after the clean-up would bring the partial store
+    back. Under another scheduler (a distributed ``Client``) its own compute runs as configured."""
+    import dask
+    import dask.threaded
+    from concurrent.futures import ThreadPoolExecutor
+    if dask.base.get_scheduler(collections=[store]) is not dask.threaded.get:
+        dask.compute(store)
+        return
+    workers = dask.config.get("num_workers", None) or dask.system.CPU_COUNT
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        dask.compute(store, scheduler="threads", pool=pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def auto_chunks(out_shape, in_shape, block_bytes=None):
