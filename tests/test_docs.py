@@ -53,7 +53,7 @@ def test_readme_python_blocks_each_run_on_their_own(capsys):
     assert formula["report"].ok and transforms["JX"].shape == (8, 4, 8, 4)
     structured = find("theta")  # the structured-derivative uses, against independent numpy
     assert structured["G"].shape == (8, 32, 8, 32) and structured["theta"].shape == (64, 10, 64, 10)
-    A, y = structured["A"], structured["y"]
+    A = structured["A"]
     s = 0.5 * np.ones(500)  # sigmoid(0): the logistic Hessian at w = 0 is A^T diag(s(1-s)/m) A
     np.testing.assert_allclose(structured["diag"], (A * A).T @ (s * (1 - s) / 500), atol=1e-14)
     assert structured["blocks"].shape == (2000, 32, 8)

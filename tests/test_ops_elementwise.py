@@ -22,29 +22,7 @@ TOL = 1e-10
 METHODS = ("chain", "rev", "fwd")
 
 
-@pytest.fixture(scope="module")
-def jx():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    return jax
-
-
-def assert_close(got, want, tol=TOL, what=""):
-    """Equal within ``tol`` relative to the scale of ``want`` (NaN matches NaN, inf matches inf)."""
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} against {want.shape}"
-    fin = np.isfinite(want)
-    scale = max(1.0, float(np.max(np.abs(want[fin])))) if fin.any() else 1.0
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale, equal_nan=True, err_msg=what)
-
-
-def _tree_close(got, want, what):
-    if isinstance(want, (tuple, list)):
-        assert len(got) == len(want), what
-        for k, (g, w) in enumerate(zip(got, want)):
-            _tree_close(g, w, f"{what}[{k}]")
-    else:
-        assert_close(got, want, what=what)
+from .support import _tree_close, assert_close  # noqa: E402
 
 
 # ---- the functions and their JAX counterparts ------------------------------------------------------

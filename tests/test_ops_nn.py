@@ -17,12 +17,7 @@ METHODS = ("chain", "rev", "fwd")
 BUDGET = 64 * 2**20
 
 
-def assert_close(got, want, tol=1e-10, what=""):
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} against {want.shape}"
-    fin = np.isfinite(want)
-    scale = max(1.0, float(np.max(np.abs(want[fin])))) if fin.any() else 1.0
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale, equal_nan=True, err_msg=what)
+from .support import assert_close  # noqa: E402
 
 
 def peak_bytes(fn):
