@@ -8,6 +8,7 @@ arguments and outputs. Results never share memory with the caller's arrays.
 """
 import numpy as np
 
+from . import backends as _backends
 from .backends import LAZY_TYPES
 from .core import as_input
 from .errors import ArgnumError, NotDifferentiableError, ShapeError
@@ -97,6 +98,11 @@ def _collect(tr):
     return _nested(tr) or any(type(t.value) in LAZY_TYPES for arg in tr.inputs for t in arg)
 
 
+def _lazy_inputs(tr):
+    """One input value per lazy backend in use (for backends.basis); empty for plain numpy."""
+    return tuple(t.value for arg in tr.inputs for t in arg if type(t.value) in LAZY_TYPES)[:1]
+
+
 def _jacobian_values(tr, method, dense, name, structured=False):
     """per_out[o][a][i]: the Jacobian of output leaf o w.r.t. leaf i of argument group a."""
     outs = [np.shape(tr.out_value(t)) for t in tr.outputs]
@@ -134,6 +140,7 @@ def _jacobian_values(tr, method, dense, name, structured=False):
 def _rev_values(tr, outs, ins, per_out, name):
     from .ops.shape import concatenate, reshape
     nested = _collect(tr)
+    lazies = _lazy_inputs(tr)
     for o, os in enumerate(outs):
         t_out = tr.outputs[o]
         if not tr.is_ours(t_out):
@@ -145,7 +152,7 @@ def _rev_values(tr, outs, ins, per_out, name):
         for start in range(0, max(m, 1), max(chunk, 1)):
             stop = min(m, start + chunk)
             cots = [None] * len(outs)
-            cots[o] = basis_chunk(start, stop, m, os)
+            cots[o] = _backends.basis(basis_chunk, (start, stop, m, os), *lazies)
             for a, row in enumerate(backward(tr, cots)):
                 for i, c in enumerate(row):
                     if c is None:
@@ -170,6 +177,7 @@ def _rev_values(tr, outs, ins, per_out, name):
 def _fwd_values(tr, outs, ins, per_out, name):
     from .ops.shape import concatenate, reshape, transpose
     nested = _collect(tr)
+    lazies = _lazy_inputs(tr)
     used = {p.seq for node in tr.nodes() for _, p in node.parents} | \
         {t.seq for t in tr.outputs if tr.is_ours(t)}
     for a, arg in enumerate(ins):
@@ -184,7 +192,7 @@ def _fwd_values(tr, outs, ins, per_out, name):
             for start in range(0, max(m, 1), max(chunk, 1)):
                 stop = min(m, start + chunk)
                 tangents = [[None] * len(x) for x in ins]
-                tangents[a][i] = basis_chunk(start, stop, m, s)
+                tangents[a][i] = _backends.basis(basis_chunk, (start, stop, m, s), *lazies)
                 for o, (os, t) in enumerate(zip(outs, forward(tr, tangents))):
                     if t is None:
                         continue

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 import jactensor as jt
+from jactensor.pytree import tree_flatten
 from jactensor.testing import finite_difference_jacobian
+from jactensor.tracer import Tracer
 
 from .programs import inputs, random_program
 
@@ -259,6 +261,7 @@ def test_nested_jacobian_of_jacobian_matches_hessian(rng):
         jt.jacobian(jt.jacobian(f, method="chain"), method="rev")(x)
 
 
+@pytest.mark.eager_only  # measures one uncompiled call's peak; test_jit checks the compiled one
 def test_batched_passes_chunk_the_basis_to_fit_the_memory_limit(rng):
     """The final Jacobian (30,) x (30,) is small, but rev/fwd would carry 30 basis vectors through a
     (30, 30, 30) intermediate (6.5 MB at once): under a 1 MB limit the basis is processed in chunks that
@@ -353,3 +356,45 @@ def test_empty_arrays_have_empty_jacobians(method):
         J = jt.jacobian(lambda v: v[:0] * 2.0, method=method)(np.ones(3))      # empty output
         assert J.shape == (0, 3)
     assert jt.hessian(lambda v: jt.sum(v * v))(np.ones(0)).shape == (0, 0)
+
+
+TRANSFORMS = ("grad", "value_and_grad", "jacobian", "jacfwd", "jacrev", "hessian")
+
+
+@pytest.fixture(params=["eager", "jit"], autouse=True)
+def both_ways(request, monkeypatch):
+    """Every test in this file runs twice: once as written, once with each transform's result compiled by
+    jt.jit. Compiled, each call runs the uncompiled function too and asserts that the compiled program (first
+    call and a replay) agrees with it to 1e-12 before handing the compiled result to the test."""
+    if request.param == "eager" or request.node.get_closest_marker("eager_only"):
+        return
+    for name in TRANSFORMS:
+        monkeypatch.setattr(jt, name, _compiled_twin(getattr(jt, name)))
+
+
+def _compiled_twin(transform):
+    def make(*targs, **tkw):
+        f = transform(*targs, **tkw)
+        cf = jt.jit(f)
+
+        def run(*args, **kw):
+            if any(isinstance(x, Tracer) for x in tree_flatten((args, kw))[0]):
+                return cf(*args, **kw)  # inside another transform: values are traced, compared by the caller
+            want = f(*args, **kw)
+            got = cf(*args, **kw)
+            again = cf(*args, **kw)
+            for g in (got, again):
+                _agree(g, want)
+            return got
+        return run
+    return make
+
+
+def _agree(got, want):
+    g, w = tree_flatten(got)[0], tree_flatten(want)[0]
+    assert len(g) == len(w)
+    for a, b in zip(g, w):
+        a = a.dense() if isinstance(a, jt.Jacobian) else np.asarray(a)
+        b = b.dense() if isinstance(b, jt.Jacobian) else np.asarray(b)
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg="compiled vs uncompiled")

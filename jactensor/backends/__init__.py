@@ -8,7 +8,7 @@ on backends itself, and derivative rules never see the difference.
 """
 
 __all__ = ["is_dask", "require", "register_lazy", "lazy_backend", "as_factor", "contract", "embed",
-           "call_primitive", "LAZY_TYPES"]
+           "call_primitive", "basis", "LAZY_TYPES"]
 
 EXTRAS = {"dask": "dask", "zarr": "dask", "distributed": "dask", "scipy": "sparse"}
 
@@ -37,7 +37,9 @@ def register_lazy(name, predicate, types=(), **handlers):
     ``as_factor(x)`` -> x as a Jacobian factor (float64, still lazy);
     ``contract(expr, operands)`` -> the contraction of a cached opt_einsum expression over the operands;
     ``embed(terms, pattern, sizes, what)`` -> the dense sum of terms (see jacobian._embed);
-    ``call_primitive(prim, inputs, params)`` -> the primitive's forward value."""
+    ``call_primitive(prim, inputs, params)`` -> the primitive's forward value;
+    ``basis(make, args, like)`` -> ``make(*args)``, the basis block of a batched rev/fwd pass, as a value of
+    the backend (so what is computed from it is not taken as a constant)."""
     _BACKENDS.append((name, predicate, handlers))
     LAZY_TYPES.update(types)
 
@@ -83,6 +85,15 @@ def call_primitive(prim, inputs, params):
     if b is not None and "call_primitive" in b:
         return b["call_primitive"](prim, inputs, params)
     return None
+
+
+def basis(make, args, *like):
+    """The basis block ``make(*args)`` (numpy) of a batched reverse/forward pass over values ``like``; a lazy
+    backend may return it as one of its own values instead."""
+    b = lazy_backend(*like)
+    if b is not None and "basis" in b:
+        return b["basis"](make, args, like)
+    return make(*args)
 
 
 def _dask_handler(name):

@@ -13,6 +13,10 @@ dense materialisation.
   then writes every term into a zero array through strided views (a delta is a stride that is the
   sum of the strides of the axes it couples).
 - ``as_factor(x)``: a recorded value as a float64 Jacobian factor (still recorded).
+- ``basis(make, args, like)``: the identity rows a batched rev/fwd pass pushes through the program, as
+  one recorded call. Left plain, everything the pass computes from them before meeting a recorded value
+  would be computed at compile time and stored in the program as a constant (the whole basis chunk by
+  chunk: the memory the pass's chunking exists to avoid, held for the program's lifetime).
 """
 import math
 
@@ -119,10 +123,14 @@ def embed(terms, pattern, sizes, what):
     return rec.call(write_terms, (shape, tuple(specs)) + tuple(arrays), None, label="embed")
 
 
+def basis(make, args, like):
+    return owner(like).call(make, args, None, label="basis")
+
+
 def register():
     """Make the engine route Vars here (Var joins the engine's lazy types only while compiling)."""
     _backends.register_lazy("jit", _claims, as_factor=as_factor, contract=contract, embed=embed,
-                            call_primitive=call_primitive)
+                            call_primitive=call_primitive, basis=basis)
 
 
 def _claims(x):
