@@ -62,13 +62,31 @@ def explain(f, *args, argnums=None, **kwargs):
     chosen ("chain" or "fwdrev") and the planner's FLOP estimate of both; for ``jt.jacobian(g,
     structured=True)`` (or any jacobian/hessian with structured results) it adds, per result, the stored
     bytes against the dense bytes and the block structure found; for ``jt.jit(...)`` it shows the compiled
-    program. ``argnums`` defaults to the transform's own (0 for a plain function)."""
+    program. A primitive given alone (``jt.explain(jt.softmax)``) gives its signature and index formula. ``argnums`` defaults to the transform's own (0 for a plain function)."""
+    from .core import Primitive
+    if isinstance(f, Primitive) and not args and not kwargs:
+        return _explain_primitive(f)
     info = getattr(f, "_jactensor", None)
     if info is not None and hasattr(f, "explain"):          # a compiled program explains itself
         return f.explain(*args, **kwargs)
     if info is not None and info["kind"] in ("hessian", "jacobian", "grad", "value_and_grad"):
         return _explain_transform(f, info, args, kwargs, argnums)
     return _explain_program(f, args, 0 if argnums is None else argnums, kwargs)
+
+
+def _explain_primitive(prim):
+    """A primitive on its own: its signature, its Jacobians in index notation (the conventions at kinks
+    included) and its description. ``jactensor explain NAME --shape ...`` adds shapes, bytes and a picture."""
+    sig = prim.__signature__
+    lines = [f"{prim.name}{'' if sig is None else sig}"]
+    doc = (prim.__doc__ or "").strip()
+    if doc:
+        lines.append("  " + doc.replace("\n", "\n  "))
+    if prim.formula not in doc:
+        lines.append(f"  Jacobian: {prim.formula}")
+    lines.append(f"  jt.explain(f, *args) of a function f calling {prim.name} gives its step table; the CLI's "
+                 f"`jactensor explain {prim.name} --shape ...` shows shapes, bytes and a picture")
+    return "\n".join(lines)
 
 
 def _explain_transform(f, info, args, kwargs, argnums):

@@ -136,3 +136,53 @@ def test_readme_vit_table_matches_the_models_shapes():
         assert dense == fmt_bytes(8 * int(np.prod(eval(o) + eval(i))))  # noqa: S307
     total = sum(8 * int(np.prod(o + i)) for _, i, o in stage_shapes(ViTConfig(), 64))
     assert f"would take {fmt_bytes(total)} dense" in text
+
+
+def _support_entries(text):
+    """{(name, jactensor function or None)} from the support table's markdown."""
+    import re
+    out = set()
+    for line in text.splitlines():
+        if line.startswith("**") and "answered from the value" not in line:
+            for name, target in re.findall(r"`([^`]+)`(?: \(([^)]+)\))?", line.split(":", 1)[1]):
+                out.add((name, target or None))
+    return out
+
+
+def _exists_here(name):
+    """Does the installed numpy (or scipy) have ``name``? ndarray methods always count."""
+    import importlib
+    if name.startswith("."):
+        return True
+    mod, _, rest = name.partition(".")
+    try:
+        obj = importlib.import_module({"np": "numpy", "scipy": "scipy"}[mod])
+    except ImportError:
+        return False
+    for part in rest.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return False
+    return True
+
+
+def test_readme_numpy_support_table_matches_the_dispatch():
+    """The README's list of numpy names usable on traced values is the generated one: everything the dispatch
+    supports here is listed with the right jactensor function, and anything listed beyond it is a name the
+    installed numpy lacks (the README is generated under numpy 2)."""
+    from jactensor.numpy_api import support_table
+    text = open("README.md").read()
+    block = text.split("<!-- numpy-support:begin -->")[1].split("<!-- numpy-support:end -->")[0]
+    listed, actual = _support_entries(block), _support_entries(support_table())
+    assert len(actual) > 150
+    missing = actual - listed
+    assert not missing, f"regenerate the README table (jactensor.numpy_api.support_table()): missing {missing}"
+    extra = {e for e in listed - actual if _exists_here(e[0])}
+    assert not extra, f"the README lists names the dispatch does not support: {extra}"
+
+
+def test_explain_of_a_primitive_alone_gives_its_signature_and_formula():
+    text = jt.explain(jt.fmax)
+    assert text.startswith("fmax(a, b)")
+    assert jt.fmax.formula in text and "tie" in text
+    assert "softmax(x, axis=-1)" in jt.explain(jt.softmax)
