@@ -175,10 +175,29 @@ def test_hand_written_references_match_jactensor():
 
 @pytest.mark.parametrize("lib", ["jax", "torch", "autograd"])
 def test_peer_implementations_agree(lib):
+    """Every method of the peer suite, the peer's included, passed the numbers check (each result against the
+    reference within tolerance) before it was timed; a peer computing something else is caught, not timed."""
     pytest.importorskip(lib)
     out = suites.peers(sizes=((4, 2),), worked_sizes=((3, 2),), repeats=1)
     assert lib in out["libraries"]
-    assert any(r["method"].lower().startswith(("jax", "torch", "hips")) for r in out["records"])
+    prefix = {"jax": "jax", "torch": "torch", "autograd": "hips"}[lib]
+    theirs = [r for r in out["records"] if r["method"].lower().startswith(prefix)]
+    assert {r["problem"] for r in theirs} == {r["problem"] for r in out["records"]}
+    assert all(r["status"] == "ok" and r["seconds"] > 0 for r in out["records"]), out["records"]
+    real = P.peer_impls
+
+    def off_by_a_little(name):
+        att, loss, wl = real(name)
+        if name != lib:
+            return att, loss, wl
+        return (lambda *a: 1.001 * att(*a)), (lambda *a: 1.001 * loss(*a)), wl
+    mp = pytest.MonkeyPatch()
+    mp.setattr(P, "peer_impls", off_by_a_little)
+    try:
+        with pytest.raises(AssertionError, match="disagrees on attention"):
+            suites.peers(sizes=((4, 2),), worked_sizes=(), repeats=1)
+    finally:
+        mp.undo()
 
 
 def test_targets_report_missing_peers_as_not_measured():
