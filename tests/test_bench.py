@@ -57,6 +57,11 @@ def test_bench_smoke_writes_json_table_and_plots(smoke):
     assert "## Structured Hessians" in md and "## Compiled programs" in md and "## Long programs" in md
     for r in res["hessians"]["records"]:  # every method's Hessian was checked against the closed form
         assert r["status"] == "ok", r
+    vit = res["vit"]  # the ViT step, compiled and not (scikit-learn is in the test extra); no epochs in smoke
+    assert vit["status"] == "ok" and "epochs" not in vit
+    assert [s["method"] for s in vit["steps"]][:2] == ["jactensor value_and_grad (uncompiled)",
+                                                       "jactensor jit(value_and_grad)"]
+    assert all(s["seconds"] > 0 for s in vit["steps"]) and "## The ViT on the digits" in md
 
 
 def test_smoke_run_reports_no_target_its_sizes_do_not_define(smoke):
@@ -238,3 +243,48 @@ def test_ctrl_c_inside_a_garbage_collection_callback_is_not_lost(capsys):
             finally:
                 gc.callbacks.remove(callback)
     assert fired and ctrl_c.pressed and "Exception ignored" not in capsys.readouterr().err
+
+
+def test_vit_targets_from_a_run():
+    from jactensor.bench.vit_suite import STEP_METHODS, vit_targets
+    steps = [{"method": m, "seconds": s} for m, s in zip(STEP_METHODS, (0.02, 0.01, 0.008))]
+    ep = {"compiled": {"epochs": 40, "seconds_per_epoch": 0.3, "test_accuracy": 0.9861},
+          "uncompiled": {"epochs": 40, "seconds_per_epoch": 0.6, "test_accuracy": 0.9833}}
+    t = check_targets_for_vit(vit_targets({"status": "ok", "steps": steps, "epochs": ep}))
+    assert [x["met"] for x in t] == [True, True, "reported"]
+    assert t[0]["ratio"] == pytest.approx(0.5) and t[1]["ratio"] == pytest.approx(0.0028)
+    assert t[2]["ratio"] == pytest.approx(1.25)
+    slow = dict(ep, compiled=dict(ep["compiled"], seconds_per_epoch=0.5, test_accuracy=0.97))
+    t = check_targets_for_vit(vit_targets({"status": "ok", "steps": steps[:2], "epochs": slow}))
+    assert [x["met"] for x in t] == [False, False]  # 0.83 > 0.667; accuracy differs by 0.013; no torch row
+    short = {k: dict(v, epochs=3) for k, v in ep.items()}  # a quick run: speed only, accuracy not comparable
+    assert len(vit_targets({"status": "ok", "steps": steps[:2], "epochs": short})) == 1
+    assert vit_targets({"status": "ok", "steps": steps}) == []  # smoke: no epochs, no targets
+    assert vit_targets({"status": "not measured: no scikit-learn"}) == []
+
+
+def check_targets_for_vit(targets):
+    from jactensor.bench import _judge
+    return [_judge(x) for x in targets]
+
+
+def test_vit_suite_refuses_a_variant_with_other_numbers(monkeypatch):
+    pytest.importorskip("sklearn")
+    from jactensor.bench import vit_suite as V
+    from jactensor.models import train as T
+    real = T.load_digits_split
+
+    def few():
+        Xtr, Xte, ytr, yte = real()
+        return Xtr[:64], Xte[:32], ytr[:64], yte[:32]
+    monkeypatch.setattr(T, "load_digits_split", few)
+    import jactensor.models.vit as vit
+    real_loss = vit.loss_fn
+    calls = []
+
+    def uncompiled_drifts(params, images, labels, cfg):  # only the uncompiled variant sees the drift
+        calls.append(1)
+        return real_loss(params, images, labels, cfg) * (1.0 + 1e-6 * (len(calls) > 1))
+    monkeypatch.setattr(vit, "loss_fn", uncompiled_drifts)
+    with pytest.raises(AssertionError, match="disagrees"):
+        V.vit_suite("smoke", repeats=1)

@@ -70,6 +70,17 @@ def test_short_training_run_learns(data):
     assert hist["test_acc"][-1] > 0.6  # chance is 0.1
 
 
+def test_compiled_and_uncompiled_training_give_the_same_model(data):
+    cfg = ViTConfig(patch=4, width=16, depth=1, heads=2)
+    small = (data[0][:200], data[1][:50], data[2][:200], data[3][:50])  # 4 batches: three of 64, one of 8
+    pc, hc = train(cfg, epochs=2, data=small, progress=False, weight_decay=0.1)
+    pu, hu = train(cfg, epochs=2, data=small, progress=False, weight_decay=0.1, compiled=False)
+    for k in pc:
+        np.testing.assert_allclose(pc[k], pu[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    np.testing.assert_allclose(hc["loss"], hu["loss"], rtol=1e-12)
+    assert hc["test_acc"] == hu["test_acc"]
+
+
 def test_save_load_round_trip(tmp_path, data):
     cfg = ViTConfig(patch=4, width=8, depth=1, heads=2)
     p = init_params(cfg, 1)

@@ -158,6 +158,9 @@ def check_targets(results):
     if any(k in results for k in ("hessians", "per_example", "ntk")):
         from .structured import structured_targets
         t += structured_targets(results)
+    if "vit" in results:
+        from .vit_suite import vit_targets
+        t += vit_targets(results["vit"])
     return [_judge(x) for x in t]
 
 
@@ -329,6 +332,7 @@ def measure(mode, use_peers=True, progress=True, check=lambda: None, pinned="not
     """Run every suite in this process and evaluate the targets; returns the results dict."""
     from . import structured, suites
     from .jit_suite import jit_suite
+    from .vit_suite import vit_suite
     cfg = MODES[mode]
     bar = _bar(progress)
 
@@ -360,6 +364,8 @@ def measure(mode, use_peers=True, progress=True, check=lambda: None, pinned="not
         results["per_example"] = structured.per_example(mode, repeats=cfg["repeats"], libs=libs, progress=step)
         check()
         results["ntk"] = structured.ntk(mode, repeats=cfg["repeats"], libs=libs, progress=step)
+        check()
+        results["vit"] = vit_suite(mode, repeats=cfg["repeats"], libs=libs, progress=step)
     finally:
         if bar is not None:
             bar.close()

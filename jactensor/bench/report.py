@@ -31,7 +31,8 @@ def markdown(res):
                      f"measures them all).")
     for t in res["targets"]:
         ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}"
-        met = "not measured" if t["met"] is None else "tie" if t["met"] == "tie" else ("yes" if t["met"] else "**no**")
+        met = ("not measured" if t["met"] is None else "tie" if t["met"] == "tie" else "reported"
+               if t["met"] == "reported" else ("yes" if t["met"] else "**no**"))
         lines.append(f"| {t['target']} | {ratio} | {met} |")
     lines += ["", "## Peers side by side (median microseconds per call)", ""]
     recs = res["peers"]["records"]
@@ -72,7 +73,7 @@ def markdown(res):
         fl, s = o["flops"], o["seconds"]
         lines.append(f"| {o['chain']} | {o['sizes']} | {fl['chosen']:,} | {fl['forward']:,} | {fl['reverse']:,} | "
                      f"{_us(s['chosen'])} | {_us(s['forward'])} | {_us(s['reverse'])} |")
-    lines += _structured_md(res) + _jit_md(res) + _chains_md(res)
+    lines += _structured_md(res) + _jit_md(res) + _chains_md(res) + _vit_md(res)
     for name, prof in res.get("profiles", {}).items():
         lines += ["", f"## Profile of a missed target ({name}): where the time goes", "", "```", prof.strip(), "```"]
     lines.append("")
@@ -211,3 +212,26 @@ def _chains_md(res):
     if ch.get("time_slope") is not None:
         lines.append(f"\nFitted power of L for the chain route: {ch['time_slope']:.2f}.")
     return lines + [""]
+
+
+def _vit_md(res):
+    v = res.get("vit")
+    if not v:
+        return []
+    lines = ["", "## The ViT on the digits: training step and epochs", ""]
+    if v.get("status") != "ok":
+        return lines + [v.get("status", "not measured"), ""]
+    lines += [f"{v['config']}, batch {v['batch']}; one training step is value_and_grad of the loss (forward and "
+              f"backward), median microseconds:", "", "| method | step (us) |", "|---|---:|"]
+    for s in v["steps"]:
+        extra = f" (first call {s['first_call_seconds']:.2f} s: compiles)" if "first_call_seconds" in s else ""
+        lines.append(f"| {s['method']} | {_us(s['seconds'])}{extra} |")
+    ep = v.get("epochs")
+    if ep:
+        lines += ["", "| training (default settings, seed 0) | epochs | s per epoch (after the first) | first epoch (s) "
+                      "| total (s) | test accuracy |", "|---|---:|---:|---:|---:|---:|"]
+        for k, r in ep.items():
+            lines.append(f"| {k} | {r['epochs']} | {r['seconds_per_epoch']:.3f} | {r['first_epoch_seconds']:.2f} | "
+                         f"{r['total_seconds']:.1f} | {r['test_accuracy']:.4f} |")
+    lines.append("")
+    return lines

@@ -42,9 +42,10 @@ def shift_augment(images, rng, max_shift=1, prob=1.0):
 
 
 def train(cfg, epochs=30, batch_size=64, lr=3e-3, seed=0, params=None, data=None, progress=True, log=None,
-          augment=False, weight_decay=0.0, aug_prob=0.5):
-    """Adam with a cosine learning-rate decay on a compiled value_and_grad (the VJP path); training images are
-    shifted by up to one pixel at random (``augment``), the only regulariser the small data set needs.
+          augment=False, weight_decay=0.0, aug_prob=0.5, compiled=True):
+    """Adam with a cosine learning-rate decay on a compiled value_and_grad (the VJP path; ``compiled=False``
+    traces every step instead, same numbers); training images are shifted by up to one pixel at random
+    (``augment``), the only regulariser the small data set needs.
     Returns (params, history) where history has per-epoch loss, train and test accuracy and time."""
     _check_settings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
     Xtr, Xte, ytr, yte = data if data is not None else load_digits_split()
@@ -52,7 +53,7 @@ def train(cfg, epochs=30, batch_size=64, lr=3e-3, seed=0, params=None, data=None
     opt = Adam(params, lr=lr, weight_decay=weight_decay)
     # compiled: the first batch of each shape records forward, VJP rules and label checks; later batches
     # replay that program (labels are read afresh; the smaller last batch is a second program)
-    vg = jit(value_and_grad(loss_fn), static_argnums=3)
+    vg = jit(value_and_grad(loss_fn), static_argnums=3) if compiled else value_and_grad(loss_fn)
     rng = np.random.default_rng(seed)
     steps = max(1, math.ceil(len(ytr) / batch_size)) * max(epochs, 1)
     history = {"loss": [], "train_acc": [], "test_acc": [], "seconds": []}
