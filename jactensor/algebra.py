@@ -212,7 +212,7 @@ def nnz(J):
     """Structural non-zeros: the entries of the dense tensor that some term can reach (its delta pattern
     allows them and its contracted factor is non-zero there), counted exactly from the factors by
     inclusion-exclusion over the terms (each intersection is a contraction of 0/1 masks)."""
-    terms = [_mask_term(t) for t in _compact_terms(J)]
+    terms = [_mask_term(t) for t in _compact_terms(J) if t.coef != 0]  # a zero coefficient reaches nothing
     if not terms:
         return 0
     if len(terms) > 12:
@@ -259,7 +259,7 @@ def to_sparse(J):
     form. Needs scipy (the ``sparse`` extra)."""
     from .backends import require
     sp = require("scipy.sparse")
-    terms = _compact_terms(J)
+    terms = [t for t in _compact_terms(J) if t.coef != 0]  # as nnz: a zero coefficient reaches nothing
     n_out = len(J.out_shape)
     m, n = numel(J.out_shape), numel(J.in_shape)
     entries = sum(numel(np.shape(t.factors[0][0])) * numel(t.sizes[l] for l in dict.fromkeys(t.labels)

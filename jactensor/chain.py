@@ -8,7 +8,7 @@ opt_einsum's path, forward and reverse accumulation (see ``plan.py``).
 from . import contract as _c
 from .errors import ShapeError
 from .jacobian import Jacobian
-from .plan import ChainPlan, ShapeOnly, choose, contract_term, term_paths
+from .plan import ChainPlan, ShapeOnly, choose, contract_term, fold_scalars, term_paths
 from .term import Term
 
 __all__ = ["chain", "chain_plan", "ChainPlan", "lazy_chain", "product", "contract_with_plan", "plan_only",
@@ -34,9 +34,11 @@ class _UnionFind:
 
 def _product_term(ta, tb, n_out_a, n_mid):
     """Term of A @ B: A's input axes identified with B's output axes, position by position."""
-    if len(tb.labels) == 2 * n_mid and tb.labels[:n_mid] == tb.labels[n_mid:]:
+    if len(tb.labels) == 2 * n_mid and tb.labels[:n_mid] == tb.labels[n_mid:] and \
+            len(set(tb.labels[:n_mid])) == n_mid:
         # B is diagonal (an elementwise map): its factors move onto A's input labels; nothing else changes,
-        # so a long elementwise chain costs O(1) bookkeeping per step
+        # so a long elementwise chain costs O(1) bookkeeping per step. (Distinct labels only: a label
+        # repeated among B's outputs also couples those axes of A, which the general product handles.)
         m = dict(zip(tb.labels[:n_mid], ta.labels[n_out_a:]))
         if all(l in m for _, ls in tb.factors for l in ls):
             return Term(ta.coef * tb.coef, ta.factors + tuple((a, tuple(m[l] for l in ls)) for a, ls in tb.factors),
@@ -130,6 +132,7 @@ def plan_only(J):
     chosen = forward = reverse = _c.ZERO_COST
     terms = []
     for t in J.terms:
+        t = fold_scalars(t)
         opt, fwd, rev, keep = term_paths(t)
         chosen, forward, reverse = chosen + choose(opt, fwd, rev)[0], forward + fwd, reverse + rev
         fs = [(ShapeOnly([t.sizes[l] for l in keep]), keep)] if t.factors else []

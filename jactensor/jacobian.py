@@ -212,9 +212,14 @@ class Jacobian:
 
     def dense(self):
         """The full tensor of shape out_shape + in_shape (checked against the memory limit first)."""
+        return self._dense(consume=False)
+
+    def _dense(self, consume):
+        """``consume=True``: the caller discards this Jacobian afterwards, so a factor the engine made for it
+        (``Term.owned``) that already is the whole tensor is returned as it is instead of copied."""
         check_bytes(self.nbytes, self._what(), self.shape)
         pattern = tuple(range(self.ndim))
-        return _embed(self.terms, pattern, dict(zip(pattern, self.shape)), self._what())
+        return _embed(self.terms, pattern, dict(zip(pattern, self.shape)), self._what(), consume)
 
     def __array__(self, dtype=None, copy=None):
         a = self.dense()
@@ -340,18 +345,23 @@ def _sum_same_pattern(terms):
         acc = sum(t.coef * _arrange(t, keep) for t in terms)
         return Term(1.0, [(as_factor(acc), keep)], labels, sizes)
     acc = None
+    full = tuple(sizes[l] for l in keep)
+    if terms[0].coef == 1.0 and terms[1].coef == 1.0:  # the first two summed in one pass (no scaled copy)
+        acc = np.add(_arrange(terms[0], keep), _arrange(terms[1], keep), dtype=np.float64, order="C")
+        if acc.shape != full:
+            acc = np.broadcast_to(acc, full).copy()
+        terms = terms[2:]
     for t in terms:  # accumulate in place: one array of the result's size, no chain of temporaries
         a = _arrange(t, keep)
         if acc is None:
-            acc = np.multiply(a, t.coef, dtype=np.float64)
-            full = tuple(sizes[l] for l in keep)
+            acc = np.multiply(a, t.coef, dtype=np.float64, order="C")
             if acc.shape != full:
                 acc = np.broadcast_to(acc, full).copy()
         elif t.coef == 1.0:
             acc += a
         else:
             acc += a * t.coef
-    return Term(1.0, [(acc, keep)], labels, sizes)
+    return Term(1.0, [(acc, keep)], labels, sizes, True)
 
 
 def _arrange(term, keep):
@@ -401,7 +411,7 @@ def _merge_small(terms, n, shape, what):
     return terms
 
 
-def _embed(terms, pattern, sizes, what):
+def _embed(terms, pattern, sizes, what, consume=False):
     """Write the sum of terms into a zeros array over ``pattern``'s groups through diagonal views."""
     lazy = _backends.embed(terms, pattern, sizes, what)  # lazy factors: their backend materialises
     if lazy is not None:
@@ -413,7 +423,8 @@ def _embed(terms, pattern, sizes, what):
         if len(t.factors) == 1 and len(set(t.labels)) == len(t.labels) == len(t.factors[0][1]) and \
                 len(set(pattern)) == len(pattern):
             a, ls = t.factors[0]
-            fresh = t.factors[0][0] is not (t0.factors[0][0] if t0.factors else None)  # made by the contraction
+            # made by the contraction (not a factor held), or made for a Jacobian being discarded
+            fresh = all(a is not f for f, _ in t0.factors) or (consume and t0.owned and type(a) is np.ndarray)
             view = np.transpose(np.asarray(a), [ls.index(l) for l in t.labels])
             if t.coef != 1.0:
                 if fresh and view.ndim:

@@ -80,6 +80,29 @@ def choose(opt, fwd, rev, order="best"):
     return forced or min((opt, None), (rev, "rev"), (fwd, "fwd"), key=lambda x: x[0].flops)
 
 
+def fold_scalars(t):
+    """Factors holding a single number (every axis of length 1: plain numpy, or a shape placeholder when only
+    planning) go into the coefficient instead of the contraction, where a scalar times a big factor would
+    cost a full copy of it. Their labels have length 1, so dropping them changes no value (a length-1 delta
+    or broadcast is 1). Decided by shapes alone, so a plan (chain_plan) and the contraction agree."""
+    if len(t.factors) < 2:
+        return t
+    scalars = [k for k, (a, ls) in enumerate(t.factors)
+               if (type(a) is np.ndarray or type(a) is ShapeOnly) and numel(a.shape) == 1 and
+               all(t.sizes.get(l, 1) == 1 for l in ls)]  # (a length-1 axis on a longer label is a broadcast)
+    if not scalars:
+        return t
+    if len(scalars) == len(t.factors):
+        scalars = scalars[1:]  # keep one factor
+    c = t.coef
+    for k in scalars:
+        a = t.factors[k][0]
+        if type(a) is np.ndarray:
+            c *= float(a.reshape(()))
+    drop = set(scalars)
+    return Term(c, [f for k, f in enumerate(t.factors) if k not in drop], t.labels, t.sizes, t.owned)
+
+
 def contract_term(t, what="Jacobian", order="best"):
     """Contract one term's factors into a single factor over the distinct axis labels they carry.
 
@@ -89,6 +112,7 @@ def contract_term(t, what="Jacobian", order="best"):
     """
     if order not in ORDERS:
         raise ValueError(f"chain: order must be one of {ORDERS}; got {order!r}")
+    t = fold_scalars(t)
     if len(t.factors) > 1 and all(ls == t.factors[0][1] for _, ls in t.factors[1:]) and \
             all(type(a) is np.ndarray for a, _ in t.factors) and \
             tuple(l for l in dict.fromkeys(t.labels) if l in t.factors[0][1]) == t.factors[0][1]:
@@ -100,11 +124,12 @@ def contract_term(t, what="Jacobian", order="best"):
         n = numel(value.shape)
         c = _c.PathCost((len(t.factors) - 1) * n, n, None)
         return Term(t.coef, [(value, keep)], t.labels, {l: s for l, s in t.sizes.items()
-                                                        if l in set(t.labels) | set(keep)}), (c, c, c)
+                                                        if l in set(t.labels) | set(keep)}, True), (c, c, c)
     opt, fwd, rev, keep = term_paths(t)
     cost, which = choose(opt, fwd, rev, order)
-    if not t.factors or (len(t.factors) == 1 and t.factors[0][1] == keep):
-        return t, (cost, fwd, rev)
+    if not t.factors or (len(t.factors) == 1 and len(set(t.factors[0][1])) == len(t.factors[0][1]) and
+                         set(t.factors[0][1]) == set(keep)):
+        return t, (cost, fwd, rev)  # one factor over the kept labels (in any order): nothing to contract
     ops = [a for a, _ in t.factors]
     if not any(is_dask(a) for a in ops):  # a dask contraction allocates nothing now: np.asarray(J) is guarded
         check_bytes(cost.largest * ITEMSIZE, f"{what} (largest contraction intermediate)", (cost.largest,))
@@ -114,6 +139,9 @@ def contract_term(t, what="Jacobian", order="best"):
     if which == "fwd":
         ops, labels = ops[::-1], labels[::-1]
     value = _c.contract(ops, labels, keep, _c.sequential_path(len(ops)) if which else None)
+    if type(value) is np.ndarray and any(type(a) is np.ndarray and np.may_share_memory(value, a) for a in ops):
+        value = value.copy()  # einsum of one operand may return a view (a diagonal, a transpose): never alias
     live = set(t.labels) | set(keep)  # summed labels are gone: drop their sizes (they would count again)
-    return Term(t.coef, [(as_factor(value), keep)], t.labels, {l: s for l, s in t.sizes.items() if l in live}), \
+    return Term(t.coef, [(as_factor(value), keep)], t.labels, {l: s for l, s in t.sizes.items() if l in live},
+                type(value) is np.ndarray), \
         (cost, fwd, rev)

@@ -12,12 +12,16 @@ __all__ = ["Term", "normalise_factor"]
 
 
 class Term:
-    """coef * einsum(factors) laid out on axis ``labels``; ``sizes`` maps every label to its length."""
+    """coef * einsum(factors) laid out on axis ``labels``; ``sizes`` maps every label to its length.
 
-    __slots__ = ("coef", "factors", "labels", "sizes")
+    ``owned``: the factors are arrays the engine made for this term (a contraction, a sum), referenced by
+    nothing the caller holds, so a transform about to discard the Jacobian may hand one out uncopied."""
 
-    def __init__(self, coef, factors, labels, sizes):
+    __slots__ = ("coef", "factors", "labels", "sizes", "owned")
+
+    def __init__(self, coef, factors, labels, sizes, owned=False):
         self.coef, self.factors, self.labels, self.sizes = coef, tuple(factors), tuple(labels), sizes
+        self.owned = owned
 
     def present(self):
         """Labels carried by some factor."""
@@ -33,10 +37,10 @@ class Term:
             order.update(dict.fromkeys(ls))
         m = {l: i for i, l in enumerate(order)}
         return Term(self.coef, [(a, tuple(m[l] for l in ls)) for a, ls in self.factors],
-                    tuple(m[l] for l in self.labels), {m[l]: s for l, s in self.sizes.items() if l in m})
+                    tuple(m[l] for l in self.labels), {m[l]: s for l, s in self.sizes.items() if l in m}, self.owned)
 
     def scaled(self, c):
-        return Term(self.coef * c, self.factors, self.labels, self.sizes)
+        return Term(self.coef * c, self.factors, self.labels, self.sizes, self.owned)
 
     @property
     def stored_bytes(self):

@@ -118,7 +118,8 @@ def _jacobian_values(tr, method, dense, name, structured=False):
         for o in range(len(outs)):
             for a, row in enumerate(chain_accumulate(tr, o, dense=dense, lazy=structured)):
                 for i, J in enumerate(row):
-                    per_out[o][a][i] = J if structured or J is None else J.dense()
+                    # J is internal to this call: a whole-tensor factor made for it is handed out uncopied
+                    per_out[o][a][i] = J if structured or J is None else J._dense(consume=True)
     elif method == "rev":
         _rev_values(tr, outs, ins, per_out, name)
     elif method == "fwd":

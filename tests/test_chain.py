@@ -136,3 +136,19 @@ def test_memory_guard_refuses_before_allocating():
         with pytest.raises(jt.JacobianTooLargeError, match="softmax"):
             np.asarray(Js)
     np.asarray(Js)  # the limit is back
+
+
+def test_chain_with_a_jacobian_whose_outputs_are_coupled_by_a_delta():
+    """B's out and in labels match position by position, but two of its outputs share a label (a delta
+    between them): not an elementwise map, so A's matching input axes must be coupled too. The fast path
+    for elementwise maps once dropped that delta (a 6.0 error on this case)."""
+    from jactensor.jacobian import Jacobian
+    from jactensor.term import Term
+    C = np.arange(6.0).reshape(2, 3) + 1
+    A = Jacobian((3, 3, 2), (3, 3, 2), [Term(1.0, [], (0, 0, 1, 2, 3, 1), {0: 3, 1: 2, 2: 3, 3: 3})])
+    B = Jacobian((3, 3, 2), (3, 3, 2), [Term(1.0, [(C, (1, 0))], (0, 0, 1, 0, 0, 1), {0: 3, 1: 2})])
+    want = np.tensordot(np.asarray(A), np.asarray(B), axes=3)
+    for order in ("best", "forward", "reverse"):
+        np.testing.assert_allclose(jt.chain(A, B, order=order).dense(), want, atol=1e-12, err_msg=order)
+    np.testing.assert_allclose(jt.chain(A, B.T).dense(), np.tensordot(np.asarray(A), np.asarray(B.T), axes=3),
+                               atol=1e-12)

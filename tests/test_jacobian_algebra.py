@@ -331,6 +331,35 @@ def test_diagonal_and_trace(seed):
         Jacobian.zeros((2,), (2, 1)).trace()
 
 
+@SETTINGS
+@given(seed=SEEDS)
+def test_algebra_and_materialising_never_write_into_factors(seed):
+    """Reading a Jacobian leaves its factors (often the caller's own arrays) as they were: a one-operand
+    einsum returns a view (a diagonal), which a scaled copy once multiplied in place."""
+    _algebra()
+    rng = np.random.default_rng(seed)
+    shape = random_shape(rng, 3)
+    J, R, _ = random_jacobian(rng, shape, shape)
+    J = 1.5 * J
+    before = [np.array(a, copy=True) for t in J.terms for a, _ in t.factors]
+    m = int(np.prod(shape))
+    M = 1.5 * R.reshape(m, m)
+    close(J.diagonal(), np.diagonal(M).reshape(shape))
+    close(J.trace(), np.trace(M))
+    close(J.dense(), 1.5 * R)
+    close(jt.chain(J, J.T).dense().reshape(m, m), M @ M.T)
+    assert J.nnz >= 0
+    after = [a for t in J.terms for a, _ in t.factors]
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_diagonal_of_a_scaled_dense_jacobian_leaves_the_array_alone():
+    M = np.arange(9.0).reshape(3, 3)
+    np.testing.assert_array_equal((2.0 * jt.Jacobian.from_dense(M, 1)).diagonal(), [0.0, 8.0, 16.0])
+    np.testing.assert_array_equal(M, np.arange(9.0).reshape(3, 3))
+
+
 def _batched_spec(rng, out_shape, in_shape, p, q):
     """Terms that all carry a delta between out axis p and in axis q (block-diagonal along them)."""
     spec = random_spec(rng, out_shape, in_shape, n_terms=int(rng.integers(1, 4)))
