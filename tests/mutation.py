@@ -34,6 +34,13 @@ TRANSFORMS = "tests/test_transforms.py"
 
 # (name, description, file, exact old text, new text, test selections: each a list of pytest arguments)
 MUTANTS = [
+    ("chain-coupled-outputs", "chain()'s fast path for elementwise maps also takes a B whose outputs share a label",
+     "jactensor/chain.py", "            len(set(tb.labels[:n_mid])) == n_mid:\n", "            True:\n",
+     [["tests/test_chain.py", "-k", "coupled"], [ALGEBRA, "-k", "never_write"]]),
+    ("einsum-view-aliased", "a one-operand contraction returns numpy's view (a diagonal) of the caller's factor",
+     "jactensor/plan.py", "        value = value.copy()  # einsum of one operand",
+     "        value = value  # einsum of one operand",
+     [[ALGEBRA, "-k", "never_write or scaled_dense"]]),
     ("chain-coefficient", "chain() drops the count of a label summed with nothing depending on it",
      "jactensor/chain.py", "            coef *= s\n", "            coef *= 1\n",
      [[ALGEBRA, "-k", "count"], [TRANSFORMS, "-k", "broadcast or random_programs"], [ALGEBRA, "-k", "chain"]]),
