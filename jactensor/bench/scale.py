@@ -312,7 +312,7 @@ def run_scale(out_dir, n=512, d=64, *, schedulers=("threads", "distributed"), ch
     res = {"problem": "d attention(X)/dX, attention = softmax(Q K^T / sqrt(d)) V, Q, K, V = X Wq, X Wk, X Wv",
            "n": n, "d": d, "k": k, "power_iter": power_iter, "oversamples": oversamples,
            "machine": {"cpus": os.cpu_count(), "ram_bytes": psutil.virtual_memory().total},
-           "versions": _versions()}
+           "versions": _versions(), "commit": _measured_commit()}
     if check_n:
         res["check"] = _check_small(check_n, check_d, k, power_iter, oversamples, seed, log)
     args = _args(n, d, seed)
@@ -441,5 +441,11 @@ def markdown(res):
         lines.append(f"| {t['target']} | {v} | {'yes' if t['met'] else '**no**'} |")
     lines += ["", f"Total {res['total_seconds']:.0f} s; {res['machine']['cpus']} CPUs, "
               f"{res['machine']['ram_bytes'] / GiB:.0f} GiB RAM; "
-              + ", ".join(f"{k} {v}" for k, v in res["versions"].items() if v) + "."]
+              + ", ".join(f"{k} {v}" for k, v in res["versions"].items() if v) + "."
+              + (f" Code measured: commit {res['commit']}." if res.get("commit") else "")]
     return "\n".join(lines) + "\n"
+
+
+def _measured_commit():
+    from . import _commit
+    return _commit()
