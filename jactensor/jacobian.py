@@ -344,23 +344,17 @@ def _sum_same_pattern(terms):
     if any(type(a) is not np.ndarray for t in terms for a, _ in t.factors):  # lazy (jt.jit) values stay lazy
         acc = sum(t.coef * _arrange(t, keep) for t in terms)
         return Term(1.0, [(as_factor(acc), keep)], labels, sizes)
-    acc = None
-    full = tuple(sizes[l] for l in keep)
-    if terms[0].coef == 1.0 and terms[1].coef == 1.0:  # the first two summed in one pass (no scaled copy)
-        acc = np.add(_arrange(terms[0], keep), _arrange(terms[1], keep), dtype=np.float64, order="C")
-        if acc.shape != full:
-            acc = np.broadcast_to(acc, full).copy()
-        terms = terms[2:]
-    for t in terms:  # accumulate in place: one array of the result's size, no chain of temporaries
+    def scaled(t):
         a = _arrange(t, keep)
-        if acc is None:
-            acc = np.multiply(a, t.coef, dtype=np.float64, order="C")
-            if acc.shape != full:
-                acc = np.broadcast_to(acc, full).copy()
-        elif t.coef == 1.0:
-            acc += a
-        else:
-            acc += a * t.coef
+        return a if t.coef == 1.0 else a * t.coef
+    # (two terms or more here) the first two summed in one pass into a C-ordered array of the result's size,
+    # the rest added in place: no chain of temporaries
+    acc = np.add(scaled(terms[0]), scaled(terms[1]), dtype=np.float64, order="C")
+    full = tuple(sizes[l] for l in keep)
+    if acc.shape != full:
+        acc = np.broadcast_to(acc, full).copy()
+    for t in terms[2:]:
+        acc += scaled(t)
     return Term(1.0, [(acc, keep)], labels, sizes, True)
 
 

@@ -10,13 +10,12 @@ Compile time is reported apart from the steady state: ``first_call_seconds`` is 
 new signature (recording, code generation and one replay for ours; tracing and XLA compilation for
 JAX), ``compile_seconds`` that minus the steady-state median.
 """
-import time
 
 import numpy as np
 
 from ..transforms import grad, hessian, jacobian
 from . import problems as P
-from .timing import measure_interleaved
+from .timing import check_then_time
 
 __all__ = ["jit_suite", "HESSIAN_PROBLEMS", "JIT_TARGETS", "main"]
 
@@ -126,25 +125,12 @@ def jit_suite(grad_sizes=((8, 8), (64, 32)), jac_sizes=((8, 8), (32, 16), (64, 3
     records = []
 
     def group(problem, n, d, methods, ref):
-        """methods: {name: (fn, first_call or None)}; check each, then time them interleaved."""
-        fns = {}
-        for method, (fn, first) in methods.items():
-            rec = {"problem": problem, "n": n, "d": d, "method": method}
-            if first is not None:
-                t0 = time.perf_counter()
-                first()
-                rec["first_call_seconds"] = time.perf_counter() - t0
-            out = fn()
-            if not _allclose(out, ref):
-                raise AssertionError(f"{method} disagrees on {problem} at ({n}, {d})")
-            rec["status"] = "ok"
-            records.append(rec)
-            fns[method] = fn
-        times = measure_interleaved(fns, repeats=repeats)
-        for rec in records[-len(methods):]:
-            rec["seconds"] = times[rec["method"]]
-            if "first_call_seconds" in rec:
-                rec["compile_seconds"] = max(rec["first_call_seconds"] - rec["seconds"], 0.0)
+        """methods: {name: (fn, compiles)}; each checked against ref, then all timed interleaved."""
+        fns = {name: fn for name, (fn, _) in methods.items()}
+        recs = check_then_time(fns, lambda out: _allclose(out, ref), f"{problem} at ({n}, {d})", repeats=repeats,
+                               compiles=lambda name: methods[name][1])
+        for rec in recs:
+            records.append({"problem": problem, "n": n, "d": d, **rec})
             if progress:
                 progress(f"{problem[:30]} ({n},{d}) {rec['method']}")
 
@@ -152,15 +138,14 @@ def jit_suite(grad_sizes=((8, 8), (64, 32)), jac_sizes=((8, 8), (32, 16), (64, 3
         args = P.attention_args(n, d)
         g = grad(P.attention_loss, argnums=(0, 1, 2, 3))
         cg = jit(g)
-        methods = {f"{OURS_JIT}(grad)": (lambda: cg(*args), lambda: cg(*args)),
-                   f"{UNCOMPILED} grad (VJP path)": (lambda: g(*args), None),
-                   "numpy hand-written reverse pass": (lambda: P.hand_attention_grad(*args), None)}
+        methods = {f"{OURS_JIT}(grad)": (lambda: cg(*args), True),
+                   f"{UNCOMPILED} grad (VJP path)": (lambda: g(*args), False),
+                   "numpy hand-written reverse pass": (lambda: P.hand_attention_grad(*args), False)}
         if libs:
             _, jloss, _ = P.peer_impls("jax")
             ja = [jax.numpy.asarray(a) for a in args]
             jg = jax.jit(jax.grad(jloss, argnums=(0, 1, 2, 3)))
-            methods["jax jit(grad)"] = (lambda: jax.block_until_ready(jg(*ja)),
-                                        lambda: jax.block_until_ready(jg(*ja)))
+            methods["jax jit(grad)"] = (lambda: jax.block_until_ready(jg(*ja)), True)
         group(GRAD, n, d, methods, P.hand_attention_grad(*args))
 
     for n, d in jac_sizes:
@@ -168,14 +153,13 @@ def jit_suite(grad_sizes=((8, 8), (64, 32)), jac_sizes=((8, 8), (32, 16), (64, 3
         J = jacobian(P.attention, argnums=(0, 1))
         cJ = jit(J)
         ref = jacobian(P.attention, argnums=(0, 1), method="rev")(*args)
-        methods = {f"{OURS_JIT}(jacobian(method='chain'))": (lambda: cJ(*args), lambda: cJ(*args)),
-                   f"{UNCOMPILED} jacobian(method='chain')": (lambda: J(*args), None)}
+        methods = {f"{OURS_JIT}(jacobian(method='chain'))": (lambda: cJ(*args), True),
+                   f"{UNCOMPILED} jacobian(method='chain')": (lambda: J(*args), False)}
         if libs:
             att, _, _ = P.peer_impls("jax")
             ja = [jax.numpy.asarray(a) for a in args]
             jr = jax.jit(jax.jacrev(att, argnums=(0, 1)))
-            methods["jax jit(jacrev)"] = (lambda: jax.block_until_ready(jr(*ja)),
-                                          lambda: jax.block_until_ready(jr(*ja)))
+            methods["jax jit(jacrev)"] = (lambda: jax.block_until_ready(jr(*ja)), True)
         group(JAC, n, d, methods, ref)
 
     if hessians:
@@ -183,13 +167,12 @@ def jit_suite(grad_sizes=((8, 8), (64, 32)), jac_sizes=((8, 8), (32, 16), (64, 3
             args, f = make()
             H = hessian(f)
             cH = jit(H)
-            methods = {f"{OURS_JIT}(hessian)": (lambda: cH(*args), lambda: cH(*args)),
-                       f"{UNCOMPILED} hessian": (lambda: H(*args), None)}
+            methods = {f"{OURS_JIT}(hessian)": (lambda: cH(*args), True),
+                       f"{UNCOMPILED} hessian": (lambda: H(*args), False)}
             if libs:
                 jargs, jf = make(jax.numpy)
                 jh = jax.jit(jax.hessian(jf))
-                methods["jax jit(hessian)"] = (lambda: jax.block_until_ready(jh(*jargs)),
-                                               lambda: jax.block_until_ready(jh(*jargs)))
+                methods["jax jit(hessian)"] = (lambda: jax.block_until_ready(jh(*jargs)), True)
             group(name, n, d, methods, H(*args))
     return {"records": records, "targets": jit_targets(records), "libraries": libs}
 

@@ -10,7 +10,7 @@ import numpy as np
 from .. import ops
 from ..chain import chain
 from ..transforms import hessian, jacobian
-from .timing import measure_interleaved, measure_peak
+from .timing import check_then_time, measure_interleaved
 
 __all__ = ["HESSIAN_SIZES", "hessian_problem", "hessians", "per_example", "ntk", "structured_targets"]
 
@@ -197,24 +197,16 @@ def per_example(mode="full", repeats=5, libs=(), progress=None):
         tW, tb, tX = (torch.tensor(a, dtype=torch.float64) for a in (W, b, X))
         tf = vmap(jacrev(lambda x: torch.tanh(x @ tW + tb)))
         methods["torch.func.vmap(torch.func.jacrev(f))"] = lambda: tf(tX).numpy()
-    records = []
-    for meth, fn in methods.items():
-        t0 = time.perf_counter()
-        out = fn()
-        first = time.perf_counter() - t0
-        if not _check(out, ref, atol=1e-12):
-            raise AssertionError(f"{meth} disagrees on per-example Jacobians")
-        records.append({"method": meth, "B": B, "d_in": d_in, "d_out": d_out, "first_call_seconds": first,
-                        "status": "ok", "peak_bytes": measure_peak(fn), "result_bytes": ref.nbytes,
-                        "dense_bytes": B * B * d_in * d_out * 8})
-    times = measure_interleaved(methods, repeats=1 if mode == "smoke" else repeats)
-    for r in records:
-        r["seconds"] = times[r["method"]]
-        if r["method"].startswith("jit jax"):
-            r["compile_seconds"] = max(r["first_call_seconds"] - r["seconds"], 0.0)
+    records = [dict(r, B=B, d_in=d_in, d_out=d_out, result_bytes=ref.nbytes, dense_bytes=B * B * d_in * d_out * 8)
+               for r in check_then_time(methods, lambda out: _check(out, ref, atol=1e-12), "per-example Jacobians",
+                                        repeats=1 if mode == "smoke" else repeats, compiles=_jit_jax, peak=True)]
     if progress:
         progress("per-example Jacobians")
     return {"records": records}
+
+
+def _jit_jax(name):
+    return name.startswith("jit jax")
 
 
 def ntk(mode="full", repeats=5, libs=(), progress=None):
@@ -274,20 +266,9 @@ def ntk(mode="full", repeats=5, libs=(), progress=None):
             jb = vmap(jacrev(tnet), (None, 0))(tp, t2)
             return sum(torch.einsum("nc...,md...->ncmd", ja[k], jb[k]) for k in tp).numpy()
         methods["torch.func NTK recipe (vmap(jacrev) + einsum)"] = tntk
-    records = []
-    for meth, fn in methods.items():
-        t0 = time.perf_counter()
-        out = fn()
-        first = time.perf_counter() - t0
-        if not _check(out, ref, atol=1e-10):
-            raise AssertionError(f"{meth} disagrees on the NTK")
-        records.append({"method": meth, "width": width, "n": n, "status": "ok", "first_call_seconds": first,
-                        "peak_bytes": measure_peak(fn)})
-    times = measure_interleaved(methods, repeats=1 if mode == "smoke" else repeats)
-    for r in records:
-        r["seconds"] = times[r["method"]]
-        if r["method"].startswith("jit jax"):
-            r["compile_seconds"] = max(r["first_call_seconds"] - r["seconds"], 0.0)
+    records = [dict(r, width=width, n=n)
+               for r in check_then_time(methods, lambda out: _check(out, ref, atol=1e-10), "the NTK",
+                                        repeats=1 if mode == "smoke" else repeats, compiles=_jit_jax, peak=True)]
     if progress:
         progress("empirical NTK")
     return {"records": records}

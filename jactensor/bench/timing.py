@@ -6,7 +6,8 @@ import tracemalloc
 
 import numpy as np
 
-__all__ = ["pinned_to_one_core", "pin_one_core", "measure_time", "measure_interleaved", "measure_peak", "fit_slope", "THREAD_ENV"]
+__all__ = ["pinned_to_one_core", "pin_one_core", "measure_time", "measure_interleaved", "measure_peak", "fit_slope",
+           "check_then_time", "THREAD_ENV"]
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
@@ -80,6 +81,32 @@ def measure_interleaved(fns, repeats=7, min_time=0.02, max_loops=10_000):
                 fn()
             times[name].append((time.perf_counter() - t0) / loops[name])
     return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
+def check_then_time(methods, agrees, what, repeats=7, min_time=0.02, compiles=lambda name: False, peak=False):
+    """The numbers first, then the clock: each of ``methods`` ({name: fn}) is called and its result checked
+    with ``agrees(out)`` (an AssertionError names the method and ``what``), then all are timed in
+    interleaved rounds. A method that ``compiles(name)`` has its first call timed apart
+    (``first_call_seconds``; ``compile_seconds`` is that minus the median) and its replay checked.
+    ``peak``: also each method's peak allocation (``peak_bytes``). Returns one record per method."""
+    records = []
+    for name, fn in methods.items():
+        rec = {"method": name, "status": "ok"}
+        if compiles(name):
+            t0 = time.perf_counter()
+            fn()
+            rec["first_call_seconds"] = time.perf_counter() - t0
+        if not agrees(fn()):
+            raise AssertionError(f"{name} disagrees on {what}")
+        if peak:
+            rec["peak_bytes"] = measure_peak(fn)
+        records.append(rec)
+    times = measure_interleaved(methods, repeats=repeats, min_time=min_time)
+    for rec in records:
+        rec["seconds"] = times[rec["method"]]
+        if "first_call_seconds" in rec:
+            rec["compile_seconds"] = max(rec["first_call_seconds"] - rec["seconds"], 0.0)
+    return records
 
 
 def measure_peak(fn):

@@ -9,11 +9,10 @@ gradient. The epochs are ``models.train.train`` with the command's defaults: sec
 first epoch (which holds the compilation), and in the full run both variants train the whole 40 epochs so
 the test accuracies can be compared.
 """
-import time
 
 import numpy as np
 
-from .timing import measure_interleaved
+from .timing import check_then_time
 
 __all__ = ["vit_suite", "vit_targets"]
 
@@ -35,23 +34,20 @@ def vit_suite(mode, repeats=5, libs=(), progress=None):
     params = init_params(cfg, DEFAULTS["seed"])
     eager = value_and_grad(loss_fn)
     compiled = jit(value_and_grad(loss_fn), static_argnums=3)
-    t0 = time.perf_counter()
-    ref = compiled(params, xb, yb, cfg)
-    first_call = time.perf_counter() - t0
+    ref = eager(params, xb, yb, cfg)
     fns = {STEP_METHODS[0]: lambda: eager(params, xb, yb, cfg), STEP_METHODS[1]: lambda: compiled(params, xb, yb, cfg)}
     if "torch" in libs:
         import torch
         from ..models.torch_vit import torch_step
         torch.set_num_threads(1)
         fns[STEP_METHODS[2]] = torch_step(params, xb, yb, cfg)
-    for name, fn in fns.items():  # the numbers first: the same loss and gradients from every variant
-        loss, grads = fn()
-        if abs(float(loss) - float(ref[0])) > 1e-10 * max(1.0, abs(float(ref[0]))) or \
-                any(not np.allclose(grads[k], ref[1][k], rtol=1e-8, atol=1e-10) for k in ref[1]):
-            raise AssertionError(f"ViT step: {name} disagrees with jit(value_and_grad)")
-    times = measure_interleaved(fns, repeats=repeats)
-    steps = [{"method": m, "seconds": times[m]} for m in STEP_METHODS if m in times]
-    steps[1]["first_call_seconds"] = first_call
+
+    def agrees(out):  # the same loss and gradients from every variant
+        loss, grads = out
+        return abs(float(loss) - float(ref[0])) <= 1e-10 * max(1.0, abs(float(ref[0]))) and \
+            all(np.allclose(grads[k], ref[1][k], rtol=1e-8, atol=1e-10) for k in ref[1])
+    steps = check_then_time(fns, agrees, "the ViT training step", repeats=repeats,
+                            compiles=lambda name: name == STEP_METHODS[1])
     if progress:
         progress("ViT training step")
     out = {"status": "ok", "config": str(cfg), "batch": int(len(yb)), "steps": steps}
